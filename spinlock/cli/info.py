@@ -1,0 +1,30 @@
+"""`spinlock info PATH [--check]`: summary of a dataset or shard; --check verifies the format spec."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="run directory, dataset.h5 or a shard file")
+    p.add_argument("--check", action="store_true", help="check the file against docs/dataset-format.md")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spinlock.storage.checker import check_file
+    from spinlock.storage.reader import describe
+
+    print(describe(args.path))
+    if args.check:
+        p = Path(args.path)
+        p = p / "dataset.h5" if p.is_dir() else p
+        problems = check_file(p)
+        if problems:
+            print(f"format check FAILED ({len(problems)} problem(s)):")
+            for x in problems:
+                print(f"  - {x}")
+            return 1
+        print("format check passed")
+    return 0

@@ -1,0 +1,69 @@
+"""Feature-extraction section (owned by ``spinlock.features``; docs/features.md defines every column).
+
+The SUMMARY family is split into categories that can be switched off; the per-step statistics that
+need an FFT, a histogram, quantiles or connected-component labelling run only every ``field_stride``
+steps (plus the last step), the operator sensitivity probes every ``sensitivity.stride`` steps. None of
+these settings changes a column's *name* except ``categories`` (a disabled category has no columns).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SummaryCategory = Literal[
+    "spatial", "spectral", "cross", "morphology", "dynamics", "causality", "invariants", "sensitivity", "spread"
+]
+SUMMARY_CATEGORIES: tuple[str, ...] = (
+    "spatial", "spectral", "cross", "morphology", "dynamics", "causality", "invariants", "sensitivity", "spread"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SensitivityConfig(_Strict):
+    """Finite-difference probes of the deterministic operator f (``LiveOperator.apply``)."""
+
+    stride: int = Field(32, ge=1)
+    """Probe the state of realization 0 at steps 0, stride, 2·stride, ... <= steps. Each probe costs
+    about 3/M of one rollout step (three extra operator evaluations on one realization)."""
+    epsilon: float = Field(1e-3, gt=0.0, le=1.0)
+    """Size of the small perturbation, relative to the RMS of the probed state (local Lipschitz gain)."""
+    large_epsilon: float = Field(0.1, gt=0.0, le=10.0)
+    """Size of the large perturbation; log10 of its gain over the small one is ``nonlinearity``."""
+
+    @model_validator(mode="after")
+    def _order(self) -> SensitivityConfig:
+        if self.large_epsilon <= self.epsilon:
+            raise ValueError(
+                f"large_epsilon ({self.large_epsilon}) must be greater than epsilon ({self.epsilon})"
+            )
+        return self
+
+
+class FeaturesConfig(_Strict):
+    categories: tuple[SummaryCategory, ...] = Field(SUMMARY_CATEGORIES, min_length=1)
+    """SUMMARY categories to compute (the full default set gives about 440 columns). The TEMPORAL
+    family holds the per-step statistics of the enabled categories."""
+    field_stride: int = Field(8, ge=1)
+    """Spectra, quantiles, histograms (entropy, mutual information), morphology and the multi-scale
+    invariants are sampled for SUMMARY at steps that are multiples of this, plus the last step."""
+    temporal_stride: int = Field(8, ge=1)
+    """TEMPORAL curves are sampled at steps 0, stride, 2·stride, ... <= steps."""
+    morphology_threshold: float = Field(1.0, gt=0.0, le=5.0)
+    """Connected components are those of {z > θ} and {z < -θ}, z the standardised field."""
+    history_length: int = Field(1024, ge=16, le=65536)
+    """At most this many samples of the per-step scalar series (energy, mean, per-channel energy) are
+    kept for autocorrelation / temporal-frequency / causality features; longer rollouts record every
+    ceil((steps + 1) / history_length)-th step."""
+    sensitivity: SensitivityConfig = SensitivityConfig()
+
+    @model_validator(mode="after")
+    def _unique(self) -> FeaturesConfig:
+        dup = sorted({c for c in self.categories if self.categories.count(c) > 1})
+        if dup:
+            raise ValueError(f"categories: repeated {dup}; expected each of {list(SUMMARY_CATEGORIES)} at most once")
+        return self

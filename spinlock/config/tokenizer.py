@@ -1,0 +1,110 @@
+"""Tokenizer section (owned by spinlock.encoding): cleaning, category discovery, VQ-VAE, training.
+
+docs/tokenizer.md explains each stage; every field below is read by ``spinlock.encoding`` or by the
+Ray edges in ``spinlock.distributed.data`` / ``spinlock.distributed.train``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CleaningConfig(_Strict):
+    """Streaming cleaning transform, fitted on the training split only."""
+
+    max_nonfinite_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """A column whose share of non-finite values among the training rows of non-diverged operators
+    exceeds this is dropped; below it, non-finite values are imputed with the column median."""
+    min_relative_std: float = Field(1e-6, ge=0.0)
+    """A column whose (clipped) standard deviation is <= this times |mean| (or exactly 0) is dropped
+    as near-constant."""
+    dedup_threshold: float = Field(0.995, gt=0.0, le=1.0)
+    """Of two columns with |Pearson r| above this, the later one (in column order) is dropped."""
+    clip_quantile: float = Field(0.001, ge=0.0, lt=0.5)
+    """Values are clipped to the [q, 1-q] quantiles of the training sample before moments are taken."""
+    sample_size: int = Field(4096, ge=16, le=1_000_000)
+    """Rows kept in the deterministic bottom-k sample (by hash of seed and operator index) from which
+    medians and clipping quantiles are computed; bounds the cleaner's memory."""
+
+
+class CategoryConfig(_Strict):
+    """Hierarchical clustering of features into categories (one encoder each)."""
+
+    min_categories: int = Field(8, ge=1)
+    """Smallest number of categories the silhouette search considers (clipped to the data)."""
+    max_categories: int = Field(15, ge=1)
+    """Largest number of categories the silhouette search considers (clipped to features - 1)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> CategoryConfig:
+        if self.max_categories < self.min_categories:
+            raise ValueError(
+                f"max_categories ({self.max_categories}) must be >= min_categories ({self.min_categories})"
+            )
+        return self
+
+
+class ModelConfig(_Strict):
+    """Hierarchical VQ-VAE architecture."""
+
+    latent_dim: int = Field(32, ge=2, le=1024)
+    """Width of each encoder's latent vector (the space its residual quantizer works in)."""
+    hidden_dim: int = Field(256, ge=8, le=8192)
+    """Hidden width of the category encoders and of the shared decoder."""
+    codebook_sizes: tuple[int, int, int] = (128, 256, 512)
+    """Codes per level (coarse, medium, fine); each is capped for small datasets (docs/tokenizer.md)."""
+    commitment_weight: float = Field(0.25, ge=0.0)
+    """Weight of the commitment loss ||z - sg(q)||^2 of every level."""
+    ema_decay: float = Field(0.95, gt=0.0, lt=1.0)
+    """EMA decay of the codebook statistics (cluster sizes and sums)."""
+    dead_code_threshold: float = Field(1.0, ge=0.0)
+    """A code whose EMA cluster size falls below this is replaced by a sampled encoder output
+    (``threshold_ema_dead_code``); 0 disables replacement."""
+    kmeans_iters: int = Field(10, ge=1, le=100)
+    """Lloyd iterations of the k-means codebook initialisation."""
+    ic_resolution: int = Field(32, ge=4, le=512)
+    """Initial conditions are average-pooled to R x R (at most the grid) before the CNN branch."""
+    temporal_weight: float = Field(1.0, ge=0.0)
+    """Weight of the temporal-curve reconstruction loss relative to the scalar-feature loss."""
+    ic_weight: float = Field(0.5, ge=0.0)
+    """Weight of the coarse (8 x 8) initial-condition reconstruction loss."""
+
+
+class TrainingConfig(_Strict):
+    """Ray Train settings of the VQ-VAE fit."""
+
+    epochs: int = Field(40, ge=1, le=100_000)
+    batch_size: int = Field(256, ge=2, le=1_000_000)
+    """Rows per worker step (reduced to the rows a worker holds when the dataset is smaller)."""
+    learning_rate: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-5, ge=0.0)
+    """AdamW weight decay."""
+    kmeans_init_rows: int = Field(4096, ge=2)
+    """Training rows per worker gathered at the start for the k-means codebook initialisation."""
+    num_workers: int = Field(1, ge=1, le=1024)
+    """Ray Train workers (DDP ranks)."""
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    """CPUs each training worker reserves; leave some for Ray Data (docs/tokenizer.md)."""
+    use_gpu: bool | Literal["auto"] = "auto"
+    """One GPU per worker; ``auto`` uses GPUs when the cluster has at least ``num_workers`` of them."""
+    max_failures: int = Field(1, ge=-1)
+    """Worker-group restarts Ray Train may attempt (from the latest epoch checkpoint); -1 unlimited."""
+
+
+class TokenizerConfig(_Strict):
+    """The ``tokenizer:`` section of a run config."""
+
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of operators held out for validation, chosen by a hash of (seed, operator index)."""
+    data_actors: int = Field(1, ge=1, le=1024)
+    """Ray Data actor-pool size for the cleaning and encoding stages (one CPU each)."""
+    cleaning: CleaningConfig = CleaningConfig()
+    categories: CategoryConfig = CategoryConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()

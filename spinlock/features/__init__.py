@@ -1,0 +1,1 @@
+"""Feature extraction (INITIAL, ARCHITECTURE, SUMMARY, TEMPORAL)."""

@@ -1,0 +1,245 @@
+"""Generation core: the shard plan and the shard function every executor calls.
+
+``run_shard(cfg, spec, out_dir)`` is plain Python/torch: a unit test, a local process and a Ray actor
+all call it. It builds the shard's operators, runs batched rollouts with inline features, and writes
+one atomic HDF5 shard plus its Parquet feature table. The plan depends only on the config, and engine
+batches are aligned to global operator indices, so the dataset is identical whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spinlock.config.loading import config_hash, dump_config, load_config
+from spinlock.config.models import RunConfig
+from spinlock.errors import SpinlockError
+from spinlock.ics.registry import generate_ic, get_ic_type
+from spinlock.operators.registry import get_family
+from spinlock.rng import derive_key
+from spinlock.rollout.engine import RolloutEngine, resolve_device
+from spinlock.sampling.space import SampledSet, choices_json, sample
+from spinlock.storage.layout import CONFIG_FILE, parquet_path, shard_path
+from spinlock.storage.shard import ShardWriter
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    shard_id: int
+    start: int  # first global operator index
+    stop: int  # one past the last
+
+
+@dataclass
+class ShardSummary:
+    """What a shard task returns (small: never field arrays)."""
+
+    shard_id: int
+    operators: int
+    diverged: int
+    sample_steps: int
+    seconds: float
+    path: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def plan_shards(cfg: RunConfig) -> list[ShardSpec]:
+    """Contiguous ranges of ``operators_per_shard`` in Sobol order (the last one may be shorter)."""
+    n, k = cfg.simulation.num_operators, cfg.sharding.operators_per_shard
+    return [ShardSpec(i, s, min(s + k, n)) for i, s in enumerate(range(0, n, k))]
+
+
+def make_ics(cfg: RunConfig, indices: np.ndarray, entries: np.ndarray, device: torch.device) -> torch.Tensor:
+    """[b, C, H, W] initial conditions; operator i's field depends only on (seed, "ic", i) and its entry."""
+    sim = cfg.simulation
+    out = torch.empty(len(indices), sim.channels, sim.grid, sim.grid, device=device)
+    for e in sorted(set(entries.tolist())):
+        rows = np.flatnonzero(entries == e)
+        entry = cfg.initial_conditions.mix[e]
+        keys = [derive_key(cfg.seed, "ic", int(indices[r])) for r in rows]
+        out[torch.as_tensor(rows, device=device)] = generate_ic(
+            entry.type, entry.params, keys, sim.channels, sim.grid, device
+        )
+    return out
+
+
+class TrajectorySink:
+    """Observer storing every ``stride``-th state of a batch straight into the shard file."""
+
+    def __init__(self, writer: ShardWriter, start: int, stride: int, dtype: str):
+        self.writer, self.row0, self.stride, self.dtype = writer, start, stride, np.dtype(dtype)
+
+    def _put(self, idx: int, x: torch.Tensor) -> None:
+        self.writer.write_trajectory_step(self.row0, idx, x.detach().cpu().numpy().astype(self.dtype))
+
+    def start(self, x0: torch.Tensor, live) -> None:  # noqa: D102 - Observer protocol
+        self._put(0, x0)
+
+    def observe(self, step: int, x: torch.Tensor, alive: torch.Tensor) -> None:  # noqa: D102
+        if step % self.stride == 0:
+            self._put(step // self.stride, x)
+
+    def finish(self, status: torch.Tensor, diverged_step: torch.Tensor) -> None:  # noqa: D102
+        pass
+
+
+def batch_bounds(cfg: RunConfig, spec: ShardSpec) -> list[tuple[int, int]]:
+    """Engine batches of a shard as global [start, stop): aligned to multiples of batch_operators."""
+    b = cfg.simulation.batch_operators
+    return [(s, min(s + b, spec.stop)) for s in range(spec.start, spec.stop, b)]
+
+
+def build_batch(cfg: RunConfig, sampled: SampledSet, rows: slice, device: torch.device):
+    """Records, derived quantities, ICs and an engine for one batch of sampled rows."""
+    family = get_family(cfg.operators.family)
+    idx = sampled.index[rows]
+    records = [family.decode(cfg.parameters, row) for row in sampled.values[rows]]
+    ic = make_ics(cfg, idx, sampled.ic_entry[rows], device)
+    engine = RolloutEngine(family, records, idx.tolist(), cfg.seed, cfg.simulation, device)
+    derived = [family.derived(r, cfg.simulation.channels) for r in records]
+    return records, derived, ic, engine
+
+
+def run_shard(
+    cfg: RunConfig,
+    spec: ShardSpec,
+    out_dir: str | Path,
+    progress: Callable[[int], None] | None = None,
+    device: torch.device | None = None,
+) -> ShardSummary:
+    """Generate one shard into ``out_dir/shards`` (atomic) and its Parquet table into ``out_dir/features``."""
+    from spinlock.features import FeatureObserver, extract_architecture, extract_initial, feature_names
+    from spinlock.features import temporal_steps as feature_steps
+    from spinlock.storage.parquet import export_parquet
+
+    t0 = time.perf_counter()
+    device = device or resolve_device(cfg.simulation.device)
+    sim = cfg.simulation
+    sampled = sample(cfg, range(spec.start, spec.stop))
+    path = shard_path(out_dir, spec.shard_id)
+    writer = ShardWriter(path, cfg, spec.shard_id, sampled.index, sampled.names, choices_json(cfg),
+                         feature_names(cfg), feature_steps(cfg))
+    diverged = 0
+    try:
+        for b0, b1 in batch_bounds(cfg, spec):
+            rows = slice(b0 - spec.start, b1 - spec.start)
+            r0 = rows.start
+            idx = sampled.index[rows]
+            records, derived, ic, engine = build_batch(cfg, sampled, rows, device)
+            fobs = FeatureObserver(cfg, idx.tolist(), device)
+            observers: list = [fobs]
+            if cfg.storage.trajectories.store:
+                st = cfg.storage.trajectories
+                observers.append(TrajectorySink(writer, r0, st.stride, st.dtype))
+            result = engine.run(ic, observers)
+            entries = [cfg.initial_conditions.mix[e] for e in sampled.ic_entry[rows]]
+            writer.write_rows(
+                r0,
+                parameters__unit=sampled.unit[rows],
+                parameters__values=sampled.values[rows],
+                ics__fields=ic.cpu().numpy(),
+                ics__type=[e.label for e in entries],
+                ics__generator=[e.type for e in entries],
+                ics__tier=np.array([get_ic_type(e.type).tier for e in entries], np.int8),
+                ics__params=[json.dumps(e.params, sort_keys=True) for e in entries],
+                status=result.status.numpy(),
+                status_step=result.diverged_step.numpy(),
+            )
+            writer.write_features(r0, {
+                "initial": extract_initial(cfg, ic),
+                "architecture": extract_architecture(cfg, sampled.values[rows], derived),
+                "summary": fobs.summary(),
+                "temporal": fobs.temporal(),
+            })
+            diverged += int((result.status != 0).sum())
+            if progress is not None:
+                progress(len(idx))
+        n = spec.stop - spec.start
+        summary = ShardSummary(spec.shard_id, n, diverged, n * sim.realizations * sim.steps,
+                               time.perf_counter() - t0, str(path))
+        writer.commit({"summary": summary.to_json()})
+    except BaseException:
+        writer.abort()
+        raise
+    export_parquet(path, parquet_path(out_dir, spec.shard_id))
+    return summary
+
+
+def prepare_output(cfg: RunConfig, out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and write config.yaml; refuse a directory that holds a different run."""
+    out = Path(out_dir)
+    cfg_file = out / CONFIG_FILE
+    if cfg_file.exists():
+        try:
+            existing = load_config(cfg_file)
+        except SpinlockError as e:
+            raise SpinlockError(f"{out} holds an unreadable {CONFIG_FILE} ({e}); use a new --out") from None
+        if config_hash(existing) != config_hash(cfg):
+            raise SpinlockError(
+                f"{out} already holds a run with a different config (hash {config_hash(existing)} vs"
+                f" {config_hash(cfg)}); nothing was changed — use a new --out or the same config to resume"
+            )
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = cfg_file.with_suffix(".yaml.tmp")
+    tmp.write_text(dump_config(cfg))
+    tmp.replace(cfg_file)
+    return out
+
+
+def check_runnable(cfg: RunConfig, device: torch.device | None = None) -> None:
+    """Fail before any work on settings this machine cannot run."""
+    dev = device or resolve_device(cfg.simulation.device)
+    if cfg.simulation.precision != "fp32" and dev.type != "cuda":
+        raise SpinlockError(
+            f"simulation.precision: {cfg.simulation.precision!r} needs CUDA; this run would use {dev}"
+            " (use fp32 on CPU)"
+        )
+
+
+def shard_indices(specs: Sequence[ShardSpec]) -> np.ndarray:
+    return np.concatenate([np.arange(s.start, s.stop) for s in specs]) if specs else np.zeros(0, np.int64)
+
+
+def pending_shards(cfg: RunConfig, out_dir: str | Path) -> tuple[list[ShardSpec], list[ShardSpec]]:
+    """Split the plan into (complete, to_run); partial/corrupt/mismatched shard files are removed."""
+    from spinlock.storage.parquet import export_parquet
+    from spinlock.storage.shard import shard_state
+
+    done, todo = [], []
+    for spec in plan_shards(cfg):
+        path = shard_path(out_dir, spec.shard_id)
+        state = shard_state(path, cfg)
+        if state == "complete":
+            if not parquet_path(out_dir, spec.shard_id).exists():
+                export_parquet(path, parquet_path(out_dir, spec.shard_id))
+            done.append(spec)
+            continue
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        todo.append(spec)
+    return done, todo
+
+
+def generate_local(cfg: RunConfig, out_dir: str | Path, show_progress: bool = True) -> Path:
+    """Sequential in-process generation + merge (the reference executor; Ray wraps the same core)."""
+    from tqdm.auto import tqdm
+
+    from spinlock.storage.merge import merge_shards
+
+    check_runnable(cfg)
+    out = prepare_output(cfg, out_dir)
+    done, todo = pending_shards(cfg, out)
+    total = sum(s.stop - s.start for s in todo)
+    with tqdm(total=total, unit="op", desc=f"generate ({len(done)} shards done)", disable=not show_progress) as bar:
+        for spec in todo:
+            run_shard(cfg, spec, out, progress=bar.update)
+    return merge_shards(cfg, out)

@@ -1,0 +1,3 @@
+"""IC type implementations; importing this package registers all of them (one module per tier)."""
+
+from spinlock.ics.types import tier0  # noqa: F401

@@ -1,0 +1,168 @@
+"""The CNN operator family: a stack of same-padded convolutions with per-operator activation/norm.
+
+Operators with the same (depth, width, kernel_size, padding_mode) run as *one* grouped convolution per
+layer: operators are stacked on the channel axis (``groups=G``) and realizations on the batch axis, so a
+group of G operators × M realizations costs one conv call per layer. Activation and normalization may
+differ inside a group; they are applied per operator with masks.
+
+Layer l (0-based, L = depth layers): conv → [norm → activation] for l < L-1; the last conv maps back
+to C channels with no norm/activation. Weights: N(0, gain² / fan_in) with ``gain = weight_scale`` times
+the activation's standard gain, drawn on CPU from the generator keyed (seed, "weights", operator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from spinlock.config.parameters import BooleanSpec, ChoiceSpec, ContinuousSpec, IntegerSpec, ParameterSpec
+from spinlock.operators.dynamics import COMMON_RULES, default_dynamics_space
+from spinlock.operators.registry import (
+    BOOLEAN,
+    CATEGORICAL,
+    INTEGRAL,
+    NUMERIC,
+    BatchedGroup,
+    OperatorFamily,
+    ParamRule,
+    register_family,
+)
+from spinlock.rng import torch_generator
+
+ACTIVATIONS = {
+    "relu": (F.relu, math.sqrt(2.0)),
+    "gelu": (F.gelu, math.sqrt(2.0)),
+    "silu": (F.silu, math.sqrt(2.0)),
+    "tanh": (torch.tanh, 5.0 / 3.0),
+    "sin": (torch.sin, 1.0),
+}
+NORMALIZATIONS = ("none", "instance", "layer")
+PADDING_MODES = ("circular", "reflect", "replicate", "zeros")
+EPS = 1e-5
+
+
+def _normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """x: [M, G, W, H, W'] normalised per (realization, operator[, channel])."""
+    dims = (-2, -1) if kind == "instance" else (-3, -2, -1)
+    mean = x.mean(dim=dims, keepdim=True)
+    var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + EPS)
+
+
+class CNNGroup(BatchedGroup):
+    def __init__(
+        self, records: Sequence[dict[str, Any]], operator_indices: Sequence[int], seed: int, channels: int,
+        device: torch.device,
+    ):
+        r0 = records[0]
+        self.G = len(records)
+        self.depth, self.width, self.k = int(r0["depth"]), int(r0["width"]), int(r0["kernel_size"])
+        self.padding_mode = r0["padding_mode"]
+        self.activations = [r["activation"] for r in records]
+        self.norms = [r["normalization"] for r in records]
+        dims = [channels] + [self.width] * (self.depth - 1) + [channels]
+        self.dims = dims
+        weights: list[list[torch.Tensor]] = [[] for _ in range(self.depth)]
+        biases: list[list[torch.Tensor]] = [[] for _ in range(self.depth)]
+        for rec, op in zip(records, operator_indices, strict=True):
+            g = torch_generator(seed, "weights", int(op))
+            act_gain = ACTIVATIONS[rec["activation"]][1]
+            for layer in range(self.depth):
+                cin, cout = dims[layer], dims[layer + 1]
+                fan_in = cin * self.k * self.k
+                gain = float(rec["weight_scale"]) * (act_gain if layer < self.depth - 1 else 1.0)
+                w = torch.randn(cout, cin, self.k, self.k, generator=g) * (gain / math.sqrt(fan_in))
+                b = torch.randn(cout, generator=g) * 0.1
+                weights[layer].append(w)
+                biases[layer].append(b if rec["bias"] else torch.zeros(cout))
+        self.weights = [torch.cat(ws).to(device) for ws in weights]  # [G*cout, cin, k, k]
+        self.biases = [torch.cat(bs).to(device) for bs in biases]
+        dev = device
+        self.act_masks = {
+            a: torch.tensor([x == a for x in self.activations], device=dev).view(1, self.G, 1, 1, 1)
+            for a in sorted(set(self.activations))
+        }
+        self.norm_masks = {
+            n: torch.tensor([x == n for x in self.norms], device=dev).view(1, self.G, 1, 1, 1)
+            for n in sorted(set(self.norms))
+        }
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.k // 2
+        if self.padding_mode == "zeros":
+            return F.pad(x, (p, p, p, p))
+        return F.pad(x, (p, p, p, p), mode=self.padding_mode)
+
+    def _select(self, x: torch.Tensor, masks: dict[str, torch.Tensor], fn) -> torch.Tensor:
+        """Apply fn(x, name) per operator according to masks (x: [M, G, W, H, W'])."""
+        if len(masks) == 1:
+            return fn(x, next(iter(masks)))
+        out = None
+        for name, m in masks.items():
+            y = fn(x, name)
+            out = y if out is None else torch.where(m, y, out)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        G, M, C, H, W = x.shape
+        h = x.transpose(0, 1).reshape(M, G * C, H, W)
+        for layer in range(self.depth):
+            h = F.conv2d(self._pad(h), self.weights[layer], self.biases[layer], groups=G)
+            if layer < self.depth - 1:
+                h5 = h.view(M, G, self.dims[layer + 1], H, W)
+                h5 = self._select(h5, self.norm_masks, lambda t, n: t if n == "none" else _normalize(t, n))
+                h5 = self._select(h5, self.act_masks, lambda t, a: ACTIVATIONS[a][0](t))
+                h = h5.reshape(M, G * self.dims[layer + 1], H, W)
+        return h.view(M, G, C, H, W).transpose(0, 1)
+
+
+class CNNFamily(OperatorFamily):
+    name = "cnn"
+    rules = {
+        "depth": ParamRule(INTEGRAL, low=2, high=12, doc="number of conv layers (>= 2)"),
+        "width": ParamRule(INTEGRAL, low=1, high=512, doc="hidden channels"),
+        "kernel_size": ParamRule(CATEGORICAL, allowed=[1, 3, 5, 7, 9], doc="odd conv kernel size"),
+        "activation": ParamRule(CATEGORICAL, allowed=list(ACTIVATIONS), doc="hidden activation"),
+        "normalization": ParamRule(CATEGORICAL, allowed=list(NORMALIZATIONS), doc="hidden normalization"),
+        "padding_mode": ParamRule(CATEGORICAL, allowed=list(PADDING_MODES), doc="conv padding"),
+        "weight_scale": ParamRule(NUMERIC, low=1e-3, high=100.0, doc="init gain multiplier"),
+        "bias": ParamRule(BOOLEAN, doc="whether convs have (random) biases"),
+        **COMMON_RULES,
+    }
+
+    def default_space(self) -> dict[str, ParameterSpec]:
+        return {
+            "depth": IntegerSpec(type="integer", low=2, high=4),
+            "width": ChoiceSpec(type="choice", values=[16, 32]),
+            "kernel_size": ChoiceSpec(type="choice", values=[3, 5]),
+            "activation": ChoiceSpec(type="choice", values=["relu", "gelu", "tanh", "sin"]),
+            "normalization": ChoiceSpec(type="choice", values=["none", "instance", "layer"]),
+            "padding_mode": ChoiceSpec(type="choice", values=["circular"]),
+            "weight_scale": ContinuousSpec(type="continuous", low=0.5, high=2.0, scale="log"),
+            "bias": BooleanSpec(type="boolean"),
+            **default_dynamics_space(),
+        }
+
+    def group_key(self, record: dict[str, Any]) -> tuple:
+        return (int(record["depth"]), int(record["width"]), int(record["kernel_size"]), record["padding_mode"])
+
+    def build_group(self, records, operator_indices, seed, channels, device) -> CNNGroup:
+        return CNNGroup(records, operator_indices, seed, channels, device)
+
+    def derived(self, record: dict[str, Any], channels: int) -> dict[str, float]:
+        d, w, k = int(record["depth"]), int(record["width"]), int(record["kernel_size"])
+        dims = [channels] + [w] * (d - 1) + [channels]
+        params = sum(dims[i] * dims[i + 1] * k * k + (dims[i + 1] if record["bias"] else 0) for i in range(d))
+        return {
+            "log_param_count": math.log10(params),
+            "receptive_field": float(d * (k - 1) + 1),
+            "effective_depth": float(d),
+            "weight_gain": float(record["weight_scale"]) * ACTIVATIONS[record["activation"]][1],
+        }
+
+
+CNN = register_family(CNNFamily())

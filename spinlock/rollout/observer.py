@@ -1,0 +1,40 @@
+"""The hook through which inline consumers (features, trajectory storage) see a rollout.
+
+The engine never keeps a whole trajectory: it calls each observer once per step with the current state
+of the batch, so features can be accumulated in O(1) memory in T.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class LiveOperator(Protocol):
+    """What an observer may ask of the running operators (e.g. for sensitivity probes)."""
+
+    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Deterministic operator output f(x) (no noise, no update policy), [B, M, C, H, W] → same."""
+        ...
+
+    def advance(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Full noisy update x_{t+1} from x_t for every operator and realization, [B, M, C, H, W]."""
+        ...
+
+
+class Observer(Protocol):
+    def start(self, x0: torch.Tensor, live: LiveOperator) -> None:
+        """Called once with the initial state [B, M, C, H, W] (the IC repeated over realizations)."""
+        ...
+
+    def observe(self, step: int, x: torch.Tensor, alive: torch.Tensor) -> None:
+        """Called after every step t = 1..T with the state [B, M, C, H, W] and ``alive`` [B] bool.
+
+        Rows of operators that diverged (alive False) hold NaN from their divergence step on.
+        """
+        ...
+
+    def finish(self, status: torch.Tensor, diverged_step: torch.Tensor) -> None:
+        """Called once at the end; ``status`` [B] int8 (0 ok, 1 diverged), ``diverged_step`` [B] int32 (-1)."""
+        ...

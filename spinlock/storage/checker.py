@@ -1,0 +1,115 @@
+"""Format checker: a shard or dataset file against the spec in docs/dataset-format.md.
+
+The spec is data (``SPEC``) so the checker, ``spinlock info --check`` and the format test all read the
+same table. Shapes are written with the symbols of the doc: N operators, P parameters, M realizations,
+Ts stored steps, C channels, H=W grid, T' temporal samples, D* feature widths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from spinlock.config.loading import config_from_dict, config_hash
+
+# path, shape symbols, dtype kind ("i8" etc. or "str"), required attrs, optional?
+SPEC: list[tuple[str, tuple[str, ...], str, tuple[str, ...], bool]] = [
+    ("operators/index", ("N",), "int64", (), False),
+    ("parameters/unit", ("N", "P"), "float64", ("names",), False),
+    ("parameters/values", ("N", "P"), "float64", ("names", "choices"), False),
+    ("ics/fields", ("N", "C", "H", "H"), "float32", (), False),
+    ("ics/type", ("N",), "str", (), False),
+    ("ics/generator", ("N",), "str", (), False),
+    ("ics/tier", ("N",), "int8", (), False),
+    ("ics/params", ("N",), "str", (), False),
+    ("trajectories", ("N", "M", "Ts", "C", "H", "H"), "float16|float32", ("stride", "steps"), True),
+    ("status", ("N",), "int8", (), False),
+    ("status_step", ("N",), "int32", (), False),
+    ("features/initial", ("N", "Di"), "float32", ("names",), False),
+    ("features/architecture", ("N", "Da"), "float32", ("names",), False),
+    ("features/summary", ("N", "Ds"), "float32", ("names",), False),
+    ("features/temporal", ("N", "Tp", "Dt"), "float32", ("names", "steps"), False),
+    ("features/initial_learned", ("N", "Dl"), "float32", ("names",), True),
+    ("tokens", ("N", "KL"), "int32", ("categories", "levels"), True),
+]
+ROOT_ATTRS = ("format_version", "spinlock_version", "seed", "config", "config_hash")
+VALID_STATUS = (0, 1)
+
+
+def _dtype_ok(ds: h5py.Dataset, want: str) -> bool:
+    if want == "str":
+        return h5py.check_string_dtype(ds.dtype) is not None
+    return ds.dtype.name in want.split("|")
+
+
+def check_file(path: str | Path) -> list[str]:
+    """Problems found in a shard or dataset file (empty list = conforms)."""
+    problems: list[str] = []
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        return [f"cannot open {path}: {e}"]
+    with f:
+        for a in ROOT_ATTRS:
+            if a not in f.attrs:
+                problems.append(f"missing root attribute {a!r}")
+        if problems:
+            return problems
+        try:
+            cfg = config_from_dict(yaml.safe_load(f.attrs["config"]), f"{path}:attrs/config")
+        except Exception as e:  # noqa: BLE001 - reported as a format problem
+            return [f"attrs/config does not validate: {e}"]
+        if f.attrs["config_hash"] != config_hash(cfg):
+            problems.append("attrs/config_hash does not match attrs/config")
+        if "operators/index" not in f:
+            return [*problems, "missing dataset 'operators/index'"]
+        sim = cfg.simulation
+        sizes: dict[str, int] = {
+            "N": f["operators/index"].shape[0], "P": len(cfg.parameters), "M": sim.realizations,
+            "Ts": cfg.stored_steps, "C": sim.channels, "H": sim.grid,
+        }
+        for path_, symbols, dtype, attrs, optional in SPEC:
+            if path_ not in f:
+                if not optional or (path_ == "trajectories" and cfg.storage.trajectories.store):
+                    problems.append(f"missing dataset {path_!r}")
+                continue
+            ds = f[path_]
+            if len(ds.shape) != len(symbols):
+                problems.append(f"{path_}: rank {len(ds.shape)}, expected {len(symbols)} ({', '.join(symbols)})")
+                continue
+            for sym, got in zip(symbols, ds.shape, strict=True):
+                want = sizes.setdefault(sym, got)
+                if want != got:
+                    problems.append(f"{path_}: axis {sym} = {got}, expected {want}")
+            if not _dtype_ok(ds, dtype):
+                problems.append(f"{path_}: dtype {ds.dtype}, expected {dtype}")
+            for a in attrs:
+                if a not in ds.attrs:
+                    problems.append(f"{path_}: missing attribute {a!r}")
+            if "names" in ds.attrs:
+                names = [str(x) for x in ds.attrs["names"]]
+                if len(names) != ds.shape[-1]:
+                    problems.append(f"{path_}: {len(names)} names for {ds.shape[-1]} columns")
+                if len(set(names)) != len(names):
+                    problems.append(f"{path_}: column names are not unique")
+        if not problems:
+            idx = f["operators/index"][()]
+            if len(np.unique(idx)) != len(idx):
+                problems.append("operators/index has duplicates")
+            st = f["status"][()]
+            bad = sorted(set(np.unique(st).tolist()) - set(VALID_STATUS))
+            if bad:
+                problems.append(f"status has undefined codes {bad}")
+            try:
+                json.loads(f["parameters/values"].attrs["choices"])
+            except (ValueError, TypeError):
+                problems.append("parameters/values attribute 'choices' is not JSON")
+            if "tokens" in f and int(f["tokens"].attrs["levels"]) * len(
+                json.loads(f["tokens"].attrs["categories"])
+            ) != f["tokens"].shape[1]:
+                problems.append("tokens: width != levels × number of categories")
+    return problems

@@ -1,0 +1,81 @@
+"""Read-side helpers: a human summary of a dataset or shard file (``spinlock info``)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from spinlock.errors import DataError
+from spinlock.rollout.engine import STATUS_NAMES
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def describe(path: str | Path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "dataset.h5"
+    if not p.exists():
+        raise DataError(f"no such file: {p}")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        raise DataError(f"{p}: not a readable HDF5 file ({e})") from None
+    lines = []
+    with f:
+        a = f.attrs
+        kind = "shard" if "shard_id" in a else "dataset"
+        lines.append(
+            f"{p} — Spinlock {kind}, format {a.get('format_version')}, spinlock {a.get('spinlock_version')}"
+        )
+        if kind == "shard":
+            lines.append(f"  shard {a['shard_id']}: operators [{a['operator_start']}, {a['operator_stop']})"
+                         f", complete={bool(a.get('complete'))}")
+        else:
+            lines.append(f"  merged from {a.get('num_shards')} shards ({a.get('merge')})")
+        lines.append(f"  seed {a.get('seed')}, config hash {a.get('config_hash')}")
+        if "operators/index" not in f:
+            raise DataError(f"{p}: missing /operators/index")
+        n = f["operators/index"].shape[0]
+        lines.append(f"  operators: {n}")
+        st = Counter(f["status"][()].tolist())
+        lines.append("  status: " + ", ".join(f"{STATUS_NAMES.get(k, k)} {v}" for k, v in sorted(st.items())))
+        names = [str(x) for x in f["parameters/values"].attrs["names"]]
+        lines.append(f"  parameters ({len(names)}): {', '.join(names)}")
+        if "stratification" in f["parameters"].attrs:
+            m = json.loads(f["parameters"].attrs["stratification"])
+            lines.append(
+                f"  stratification: d={m['d']}, centered discrepancy {m['centered_discrepancy']:.3g},"
+                f" max |corr| {m['max_abs_corr']:.3g}, min 1-D stratum occupancy {m['min_stratum_occupancy']:.3f}"
+            )
+        ic = f["ics/fields"]
+        types = Counter(s.decode() if isinstance(s, bytes) else s for s in f["ics/type"][()])
+        lines.append(f"  ICs {tuple(ic.shape[1:])}: " + ", ".join(f"{k} {v}" for k, v in types.most_common()))
+        if "trajectories" in f:
+            t = f["trajectories"]
+            lines.append(f"  trajectories {tuple(t.shape)} {t.dtype}, stride {t.attrs['stride']},"
+                         f" {_fmt_bytes(np.prod(t.shape) * t.dtype.itemsize)} uncompressed")
+        else:
+            lines.append("  trajectories: not stored (use `spinlock replay` to re-run an operator)")
+        for fam in ("initial", "initial_learned", "architecture", "summary", "temporal"):
+            key = f"features/{fam}"
+            if key in f:
+                ds = f[key]
+                vals = ds[()]
+                nan = float(np.isnan(vals).mean()) if vals.size else 0.0
+                lines.append(f"  features/{fam}: {tuple(ds.shape)}, NaN fraction {nan:.3f}")
+        if "tokens" in f:
+            t = f["tokens"]
+            cats = json.loads(t.attrs["categories"])
+            lines.append(f"  tokens {tuple(t.shape)}: {len(cats)} categories × {t.attrs['levels']} levels")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny configs that run in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spinlock.config import config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**overrides):
+    """Quickstart shrunk to seconds; overrides are dotted KEY=VALUE strings."""
+    base = [
+        "simulation.num_operators=12",
+        "simulation.grid=16",
+        "simulation.steps=8",
+        "simulation.batch_operators=4",
+        "sharding.operators_per_shard=4",
+        "storage.trajectories.stride=2",
+        "storage.trajectories.dtype=float32",
+    ]
+    extra = [f"{k}={v}" for k, v in overrides.items()]
+    return load_config(ROOT / "configs" / "quickstart.yaml", base + extra)
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config()
+
+
+__all__ = ["ROOT", "config_from_dict", "tiny_config"]
