@@ -174,7 +174,11 @@ def run_shard(
 
 
 def prepare_output(cfg: RunConfig, out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and write config.yaml; refuse a directory that holds a different run."""
+    """Create ``out_dir`` and write config.yaml; refuse a directory that holds a different run.
+
+    A resume may change execution-only sections (``distributed``, ``tokenizer``); config.yaml is then
+    rewritten to the config actually used.
+    """
     out = Path(out_dir)
     cfg_file = out / CONFIG_FILE
     if cfg_file.exists():
@@ -187,7 +191,6 @@ def prepare_output(cfg: RunConfig, out_dir: str | Path) -> Path:
                 f"{out} already holds a run with a different config (hash {config_hash(existing)} vs"
                 f" {config_hash(cfg)}); nothing was changed — use a new --out or the same config to resume"
             )
-        return out
     out.mkdir(parents=True, exist_ok=True)
     tmp = cfg_file.with_suffix(".yaml.tmp")
     tmp.write_text(dump_config(cfg))
@@ -228,18 +231,3 @@ def pending_shards(cfg: RunConfig, out_dir: str | Path) -> tuple[list[ShardSpec]
         todo.append(spec)
     return done, todo
 
-
-def generate_local(cfg: RunConfig, out_dir: str | Path, show_progress: bool = True) -> Path:
-    """Sequential in-process generation + merge (the reference executor; Ray wraps the same core)."""
-    from tqdm.auto import tqdm
-
-    from spinlock.storage.merge import merge_shards
-
-    check_runnable(cfg)
-    out = prepare_output(cfg, out_dir)
-    done, todo = pending_shards(cfg, out)
-    total = sum(s.stop - s.start for s in todo)
-    with tqdm(total=total, unit="op", desc=f"generate ({len(done)} shards done)", disable=not show_progress) as bar:
-        for spec in todo:
-            run_shard(cfg, spec, out, progress=bar.update)
-    return merge_shards(cfg, out)

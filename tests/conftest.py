@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from spinlock.config import config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One intra-op thread: results do not depend on it (tested), and with Ray workers and test processes
+# sharing 2 cores, OpenMP spin-waiting of 2-thread pools slowed some kernels by >10x (measured).
+torch.set_num_threads(1)
 
 
 def tiny_config(**overrides):

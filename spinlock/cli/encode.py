@@ -1,15 +1,30 @@
-"""`spinlock encode` (not implemented yet)."""
+"""`spinlock encode DIR --tokenizer TOKDIR [--actors N] [--address ADDR]`: tokens with a trained tokenizer."""
 
 from __future__ import annotations
 
 import argparse
 
-from spinlock.errors import SpinlockError
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("dir", help="run output directory (holds features/ and dataset.h5)")
+    p.add_argument("--tokenizer", required=True, help="trained tokenizer directory (e.g. OTHER_RUN/tokenizer)")
+    p.add_argument("--actors", type=int, default=1, help="Ray Data encoding actors (one CPU each)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join ('auto' or HOST:PORT); default: RAY_ADDRESS, else an embedded Ray")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SpinlockError("'spinlock encode' is not implemented yet")
+    from pathlib import Path
+
+    from spinlock.distributed.cluster import ray_session
+    from spinlock.distributed.train import encode_run
+    from spinlock.errors import DataError
+
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise DataError(f"run directory not found: {out}")
+    if args.actors < 1:
+        raise DataError(f"--actors must be >= 1, got {args.actors}")
+    with ray_session(args.address):
+        encode_run(out, args.tokenizer, actors=args.actors)
+    return 0

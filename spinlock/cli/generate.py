@@ -1,25 +1,52 @@
-"""`spinlock generate CONFIG --out DIR`: sharded generation + merge; rerunning on DIR resumes."""
+"""`spinlock generate CONFIG [--out DIR] [--address ADDR] [--workers N] [--set KEY=VALUE ...]`.
+
+Sharded generation on Ray + merge; rerunning on the same DIR resumes. DIR may be an ``s3://``/``gs://``
+URI. Exit code 0 only when every shard completed and the dataset was merged.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config YAML")
-    p.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
+    p.add_argument("--out", default=None,
+                   help="output directory or s3:// / gs:// URI (default: runs/<name>); rerun to resume")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join: 'auto' or HOST:PORT (default: RAY_ADDRESS, else embedded Ray)")
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="at most N generation actors at once (caps distributed.max_actors)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted path), validated like the file; repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
     from pathlib import Path
 
     from spinlock.config import load_config
-    from spinlock.generate import generate_local
+    from spinlock.distributed.driver import generate
 
     cfg = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
-    path = generate_local(cfg, out)
+    out = args.out if args.out else Path("runs") / cfg.name
+    logger = logging.getLogger("spinlock")
+    handler = logging.StreamHandler()  # run summary lines (retry warnings show regardless)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        path = generate(cfg, out, address=args.address, workers=args.workers)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     print(f"dataset: {path}")
     return 0

@@ -1,23 +1,22 @@
 """Feature-extraction section (owned by ``spinlock.features``; docs/features.md defines every column).
 
-The SUMMARY family is split into categories that can be switched off; the per-step statistics that
-need an FFT, a histogram, quantiles or connected-component labelling run only every ``field_stride``
-steps (plus the last step), the operator sensitivity probes every ``sensitivity.stride`` steps. None of
-these settings changes a column's *name* except ``categories`` (a disabled category has no columns).
+The SUMMARY family is split into categories that can be switched off. Per-step statistics are sampled
+on two schedules: the cheap ones every ``step_stride`` steps, those that need an FFT, a histogram,
+quantiles or connected-component labelling every ``field_stride`` steps (both plus the last step); the
+operator sensitivity probes run every ``sensitivity.stride`` steps. None of these settings changes a
+column's *name* except ``categories`` (a disabled category has no columns).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SummaryCategory = Literal[
     "spatial", "spectral", "cross", "morphology", "dynamics", "causality", "invariants", "sensitivity", "spread"
 ]
-SUMMARY_CATEGORIES: tuple[str, ...] = (
-    "spatial", "spectral", "cross", "morphology", "dynamics", "causality", "invariants", "sensitivity", "spread"
-)
+SUMMARY_CATEGORIES: tuple[str, ...] = get_args(SummaryCategory)
 
 
 class _Strict(BaseModel):
@@ -27,7 +26,7 @@ class _Strict(BaseModel):
 class SensitivityConfig(_Strict):
     """Finite-difference probes of the deterministic operator f (``LiveOperator.apply``)."""
 
-    stride: int = Field(32, ge=1)
+    stride: int = Field(64, ge=1)
     """Probe the state of realization 0 at steps 0, stride, 2·stride, ... <= steps. Each probe costs
     about 3/M of one rollout step (three extra operator evaluations on one realization)."""
     epsilon: float = Field(1e-3, gt=0.0, le=1.0)
@@ -45,9 +44,15 @@ class SensitivityConfig(_Strict):
 
 
 class FeaturesConfig(_Strict):
+    """The ``features:`` section: which SUMMARY categories to compute and how often to sample."""
+
     categories: tuple[SummaryCategory, ...] = Field(SUMMARY_CATEGORIES, min_length=1)
-    """SUMMARY categories to compute (the full default set gives about 440 columns). The TEMPORAL
+    """SUMMARY categories to compute (the full default set gives 434 columns). The TEMPORAL
     family holds the per-step statistics of the enabled categories."""
+    step_stride: int = Field(2, ge=1)
+    """Moments, extremes, cross-channel and lag-1 correlations, step change and realization spread are
+    sampled at the multiples of this plus the last step (lag-1 statistics always compare consecutive
+    states; the scalar history behind the growth and series features records every step)."""
     field_stride: int = Field(8, ge=1)
     """Spectra, quantiles, histograms (entropy, mutual information), morphology and the multi-scale
     invariants are sampled for SUMMARY at steps that are multiples of this, plus the last step."""

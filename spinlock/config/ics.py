@@ -13,10 +13,13 @@ class ICEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str
+    """A registered IC type (see docs/initial-conditions.md)."""
     weight: float = Field(1.0, gt=0)
+    """Relative frequency of this entry (an extra Sobol dimension when the mix has several entries)."""
     label: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     """Name of this variant in the dataset; defaults to the type name."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """Parameters of the type's generator; validated by its parameter model, defaults filled in."""
 
     @model_validator(mode="after")
     def _resolve(self) -> ICEntry:
@@ -40,6 +43,7 @@ class InitialConditionsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mix: list[ICEntry] = Field(default_factory=lambda: [ICEntry(type="gaussian_random_field")], min_length=1)
+    """IC entries; each operator gets one, chosen by weight along a stratified Sobol dimension."""
 
     @model_validator(mode="after")
     def _unique_labels(self) -> InitialConditionsConfig:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spinlock.config.distributed import DistributedConfig
 from spinlock.config.features import FeaturesConfig
 from spinlock.config.ics import InitialConditionsConfig
 from spinlock.config.parameters import ParameterSpec
@@ -34,32 +35,40 @@ class OperatorsConfig(Strict):
 
 class SimulationConfig(Strict):
     num_operators: int = Field(256, ge=1, le=10_000_000)
+    """N, operators in the run (Sobol points; exact 1-D stratification when N is a power of 2)."""
     grid: int = Field(32, ge=8, le=1024)
     """H = W, grid points per side (periodic domain)."""
     channels: int = Field(3, ge=1, le=64)
+    """C, field channels (operators map C channels to C channels)."""
     steps: int = Field(64, ge=1, le=100_000)
+    """T, rollout steps per realization."""
     realizations: int = Field(2, ge=1, le=1024)
+    """M, independent stochastic realizations per operator (same IC, independent noise)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """bf16/fp16 are accepted only on CUDA (checked before any work)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when torch.cuda.is_available(), else CPU; ``cuda`` fails before any work without CUDA."""
     batch_operators: int = Field(8, ge=1, le=4096)
     """Operators per engine batch. Batches are aligned to global operator index, so results do not
     depend on shard size or worker count; pick it per device (small on CPU, large on GPU)."""
     divergence_threshold: float = Field(1e4, gt=0)
-    """An operator whose max |field| exceeds this (or turns non-finite) is stopped and flagged."""
+    """An operator whose max abs(field) exceeds this (or turns non-finite) is stopped and flagged."""
 
 
 class TrajectoryStorage(Strict):
     store: bool = True
+    """Write /trajectories; without it, features are still computed inline and `spinlock replay` re-runs."""
     stride: int = Field(1, ge=1)
     """Store steps 0, stride, 2*stride, ... <= steps."""
     dtype: Literal["float16", "float32"] = "float32"
+    """Storage dtype of /trajectories (computation is always float32 or the CUDA precision)."""
 
 
 class StorageConfig(Strict):
     codec: Literal["lz4", "zstd", "gzip", "none"] = "lz4"
     """Chunk codec for large arrays: Blosc-lz4/zstd via hdf5plugin, or gzip (portable)."""
     level: int = Field(5, ge=0, le=9)
+    """Compression level of the codec (ignored by ``none``)."""
     trajectories: TrajectoryStorage = TrajectoryStorage()
     merge: Literal["virtual", "copy"] = "virtual"
     """dataset.h5 as HDF5 virtual datasets over the shards (metadata only) or a full copy."""
@@ -67,13 +76,16 @@ class StorageConfig(Strict):
 
 class ShardingConfig(Strict):
     operators_per_shard: int = Field(64, ge=1)
+    """Operators per shard file / Ray task; a multiple of simulation.batch_operators."""
 
 
 class RunConfig(Strict):
     """Root of a Spinlock run configuration."""
 
     name: str = Field("spinlock", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Run name: default output folder runs/<name> and Ray job/train names."""
     seed: int = Field(0, ge=0, lt=2**63)
+    """Root seed; every random draw is keyed by (seed, stream, operator, realization, step)."""
     parameters: dict[str, ParameterSpec] | None = None
     """Operator parameter space; omitted means the family's default space."""
     sampling: SamplingConfig = SamplingConfig()
@@ -83,6 +95,7 @@ class RunConfig(Strict):
     features: FeaturesConfig = FeaturesConfig()
     storage: StorageConfig = StorageConfig()
     sharding: ShardingConfig = ShardingConfig()
+    distributed: DistributedConfig = DistributedConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
 
     @model_validator(mode="after")
@@ -92,6 +105,7 @@ class RunConfig(Strict):
         family = get_family(self.operators.family)
         space = self.parameters if self.parameters is not None else family.default_space()
         family.validate_space(space)
+        family.validate_simulation(space, self.simulation.grid, self.simulation.channels)
         if self.parameters is None:
             object.__setattr__(self, "parameters", space)
         if self.sharding.operators_per_shard % self.simulation.batch_operators:

@@ -26,7 +26,7 @@ class CleaningConfig(_Strict):
     as near-constant."""
     dedup_threshold: float = Field(0.995, gt=0.0, le=1.0)
     """Of two columns with |Pearson r| above this, the later one (in column order) is dropped."""
-    clip_quantile: float = Field(0.001, ge=0.0, lt=0.5)
+    clip_quantile: float = Field(0.01, ge=0.0, lt=0.5)
     """Values are clipped to the [q, 1-q] quantiles of the training sample before moments are taken."""
     sample_size: int = Field(4096, ge=16, le=1_000_000)
     """Rows kept in the deterministic bottom-k sample (by hash of seed and operator index) from which
@@ -103,7 +103,7 @@ class TokenizerConfig(_Strict):
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     """Share of operators held out for validation, chosen by a hash of (seed, operator index)."""
     data_actors: int = Field(1, ge=1, le=1024)
-    """Ray Data actor-pool size for the cleaning and encoding stages (one CPU each)."""
+    """Ray Data actor-pool size of the encoding stage (one CPU each; the model is loaded once per actor)."""
     cleaning: CleaningConfig = CleaningConfig()
     categories: CategoryConfig = CategoryConfig()
     model: ModelConfig = ModelConfig()

@@ -66,22 +66,6 @@ def gaussian_amplitude(grid: int, sigma: torch.Tensor | float, device: torch.dev
     return torch.exp(-2.0 * math.pi**2 * s[..., None, None] ** 2 * k2)
 
 
-def smooth(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """Periodic Gaussian blur of ``x`` [..., H, W] with std ``sigma`` (domain fractions, broadcastable
-    to the leading dims of ``x``); keeps the dtype of ``x``."""
-    grid = x.shape[-1]
-    amp = gaussian_amplitude(grid, sigma, x.device)
-    return torch.fft.irfft2(torch.fft.rfft2(x.double()) * amp, s=x.shape[-2:]).to(x.dtype)
-
-
-def smooth_noise(white: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """Gaussian-correlated noise: ``white`` [..., H, W] blurred by ``sigma`` and rescaled to unit
-    variance per field (float32). Used for masks, perturbations and level sets."""
-    y = smooth(white.double(), sigma)
-    y = y - y.mean(dim=(-2, -1), keepdim=True)
-    return (y / y.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-30)).float()
-
-
 def spectral_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(∂y x, ∂x x)`` of periodic ``x`` [..., H, W] in domain units (per unit length), float64.
 

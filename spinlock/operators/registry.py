@@ -92,6 +92,9 @@ class OperatorFamily(ABC):
         for name, spec in space.items():
             self.rules[name].check(name, spec)
 
+    def validate_simulation(self, space: dict[str, ParameterSpec], grid: int, channels: int) -> None:  # noqa: B027
+        """Checks that need the simulation shape (e.g. grid divisibility); default: none."""
+
     @staticmethod
     def decode(space: dict[str, ParameterSpec], row: np.ndarray) -> dict[str, Any]:
         """One mapped row [P] (choices as index) → typed record {name: value}."""
@@ -136,6 +139,7 @@ def register_family(family: OperatorFamily) -> OperatorFamily:
 
 def get_family(name: str) -> OperatorFamily:
     import spinlock.operators.cnn  # noqa: F401  (registers the built-in families)
+    import spinlock.operators.uafno  # noqa: F401
 
     if name not in _FAMILIES:
         raise ValueError(f"unknown operator family {name!r}; expected one of {sorted(_FAMILIES)}")

@@ -59,9 +59,14 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None) -
         raise DataError(f"merge: {len(bad)} shard(s) not complete: {listed}")
     n = cfg.simulation.num_operators
     indices, rows = [], []
+    strings: dict[str, list[np.ndarray]] = {}  # tiny per-operator labels, read in the same pass
     for s in specs:
         with h5py.File(shard_path(out, s.shard_id), "r") as f:
             idx = f["operators/index"][()]
+            if not strings:
+                strings = {k: [] for k in _datasets(f) if h5py.check_string_dtype(f[k].dtype) is not None}
+            for name, parts in strings.items():
+                parts.append(f[name][()])
         indices.append(idx)
         rows.append(len(idx))
     check_indices(np.concatenate(indices), n)
@@ -88,6 +93,8 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None) -
                     layout[start : start + r] = h5py.VirtualSource(rel, name, shape=(r, *src.shape[1:]))
                     start += r
                 ds = g.create_virtual_dataset(name, layout, fillvalue=None)
+            elif is_str:
+                ds = g.create_dataset(name, data=np.concatenate(strings[name]), dtype=src.dtype)
             else:
                 comp = compression_kwargs(cfg.storage.codec, cfg.storage.level) if name in LARGE else {}
                 ds = g.create_dataset(name, shape, dtype=src.dtype, chunks=src.chunks, **comp)

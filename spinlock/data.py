@@ -1,0 +1,162 @@
+"""Downstream access to a Spinlock dataset: a PyTorch ``Dataset`` and a Ray Data reader over dataset.h5.
+
+Both yield, per operator, what the file holds of: ``operator_index``, ``status``, ``parameters``
+([P] mapped values), ``ic`` ([C, H, W]), ``trajectory`` ([M, T, C, H, W], when stored), the scalar
+feature families ``features.initial`` / ``.architecture`` / ``.summary`` (and ``.initial_learned``
+once tokenized) as [D] vectors, ``features.temporal`` [T', D], and ``tokens`` [K·3] (once tokenized).
+Column names are in :meth:`OperatorDataset.names`.
+
+The HDF5 file is opened lazily by the process that reads (each DataLoader worker, each Ray actor)
+and is never pickled, so the objects can be sent to workers freely.
+
+    >>> ds = OperatorDataset("runs/quickstart/dataset.h5")          # doctest: +SKIP
+    >>> loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=2)  # doctest: +SKIP
+    >>> tokenizer = Tokenizer.load("runs/quickstart/tokenizer")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filters the writer may use)
+import numpy as np
+import torch
+
+from spinlock.encoding.icfields import read_rows
+from spinlock.errors import DataError
+
+# field name → path inside dataset.h5
+_PATHS = {
+    "operator_index": "operators/index",
+    "status": "status",
+    "parameters": "parameters/values",
+    "ic": "ics/fields",
+    "trajectory": "trajectories",
+    "features.initial": "features/initial",
+    "features.architecture": "features/architecture",
+    "features.summary": "features/summary",
+    "features.initial_learned": "features/initial_learned",
+    "features.temporal": "features/temporal",
+    "tokens": "tokens",
+}
+
+
+def _resolve(path: str | Path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "dataset.h5"
+    if not p.is_file():
+        raise DataError(f"no dataset file at {p}")
+    return str(p)
+
+
+class _Lazy:
+    """Per-process lazily opened h5py file (re-opened after fork/spawn, dropped when pickled)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file: h5py.File | None = None
+        self._pid = -1
+
+    def get(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r", locking=False)
+            self._pid = os.getpid()
+        return self._file
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
+
+def available_fields(path: str | Path) -> list[str]:
+    """Fields present in the file, in :data:`_PATHS` order."""
+    with h5py.File(_resolve(path), "r", locking=False) as f:
+        return [name for name, key in _PATHS.items() if key in f]
+
+
+class OperatorDataset(torch.utils.data.Dataset):
+    """Map-style dataset: item ``i`` is a dict of tensors for the operator in row ``i`` of the file.
+
+    ``fields`` selects what to read (default: everything present; ``trajectory`` is the large one).
+    """
+
+    def __init__(self, path: str | Path, fields: Sequence[str] | None = None):
+        self.path = _resolve(path)
+        present = available_fields(self.path)
+        if fields is None:
+            fields = present
+        unknown = [f for f in fields if f not in _PATHS]
+        if unknown:
+            raise DataError(f"unknown field(s) {unknown}; expected some of {list(_PATHS)}")
+        missing = [f for f in fields if f not in present]
+        if missing:
+            raise DataError(f"{self.path} has no {missing} (present: {present})")
+        self.fields = list(fields)
+        self._h5 = _Lazy(self.path)
+        with h5py.File(self.path, "r", locking=False) as f:
+            self._len = int(f["operators/index"].shape[0])
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -self._len <= i < self._len:
+            raise IndexError(f"operator row {i} out of range for {self._len} operators")
+        f = self._h5.get()
+        return {name: torch.as_tensor(np.asarray(f[_PATHS[name]][i])) for name in self.fields}
+
+    def names(self) -> dict[str, list[str]]:
+        """Column names of the vector fields (features, parameters) and token categories."""
+        out = {}
+        f = self._h5.get()
+        for name in self.fields:
+            attrs = f[_PATHS[name]].attrs
+            if "names" in attrs:
+                out[name] = [str(n) for n in attrs["names"]]
+            if name == "tokens" and "categories" in attrs:
+                out[name] = json.loads(attrs["categories"])
+        return out
+
+
+class _ReadRows:
+    """Ray Data UDF: a batch of row numbers → the requested fields of those rows."""
+
+    def __init__(self, path: str, fields: list[str]):
+        self._h5 = _Lazy(path)
+        self.fields = fields
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = np.asarray(batch["id"], dtype=np.int64)
+        f = self._h5.get()
+        return {name: read_rows(f[_PATHS[name]], rows) for name in self.fields}
+
+
+def read_operators(path: str | Path, fields: Sequence[str] | None = None, rows_per_block: int = 256,
+                   actors: int = 1):
+    """A Ray Dataset with one row per operator and one column per field (tensor columns for arrays).
+
+    Rows are read by an actor pool of ``actors`` (each with its own file handle), ``rows_per_block``
+    operators per read.
+    """
+    import ray
+
+    p = _resolve(path)
+    present = available_fields(p)
+    fields = list(fields) if fields is not None else present
+    missing = [f for f in fields if f not in present]
+    if missing:
+        raise DataError(f"{p} has no {missing} (present: {present})")
+    with h5py.File(p, "r", locking=False) as f:
+        n = int(f["operators/index"].shape[0])
+    ds = ray.data.range(n, override_num_blocks=max(1, math.ceil(n / rows_per_block)))
+    return ds.map_batches(_ReadRows, fn_constructor_kwargs={"path": p, "fields": fields},
+                          compute=ray.data.ActorPoolStrategy(size=actors), batch_size=rows_per_block,
+                          batch_format="numpy")

@@ -1,0 +1,150 @@
+"""Ray Data edges of the tokenizer: stream the feature tables, fit the cleaner, prepare and encode.
+
+The cores (``FeatureCleaner.pass*_partial``, ``prepare_inputs``, ``Tokenizer.encode``) are plain
+functions over one block; here they run as Ray Data tasks/actors over the per-shard Parquet tables:
+
+* :func:`read_features` — ``ray.data.read_parquet`` over ``OUT/features/shard-*.parquet`` with
+  ``preserve_order`` (blocks come back in file order, so merged statistics and row order are
+  reproducible run to run).
+* :func:`fit_cleaner` — two streaming passes; each block is reduced to small partial statistics on a
+  worker and merged on the driver (never more than one partial in driver memory).
+* :func:`prepare_splits` — the cleaned training / validation rows of non-diverged operators, with
+  their pooled initial conditions, materialized for the multi-epoch Ray Train fit.
+* :func:`encode_dataset` — tokens and learned IC embedding for every operator: an actor pool holds
+  the model (on a GPU when the actor has one), sized from config (``tokenizer.data_actors``), never
+  from the cluster's CPU count, so Ray Data's read tasks always find a free CPU.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from spinlock.encoding.cleaning import FeatureCleaner
+from spinlock.encoding.icfields import ICReader
+from spinlock.encoding.schema import FeatureSchema
+from spinlock.encoding.tokenizer import Tokenizer, prepare_inputs
+from spinlock.errors import DataError
+
+
+def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]:
+    """The run's feature tables as one Dataset (one block per table or row group) and their schema."""
+    schema, files = FeatureSchema.from_parquet_dir(Path(out_dir) / "features")
+    ds = ray.data.read_parquet([str(f) for f in files])
+    ds.context.execution_options.preserve_order = True  # shared by every dataset derived from ds
+    return ds, schema
+
+
+def _pack(obj: object) -> pa.Table:
+    return pa.table({"stats": pa.array([pickle.dumps(obj)], type=pa.binary())})
+
+
+def _pass1(table: pa.Table, cleaner: FeatureCleaner) -> pa.Table:
+    return _pack(cleaner.pass1_partial(cleaner.schema.batch_from_arrow(table)))
+
+
+def _pass2(table: pa.Table, cleaner: FeatureCleaner) -> pa.Table:
+    return _pack(cleaner.pass2_partial(cleaner.schema.batch_from_arrow(table)))
+
+
+def _merged(ds: ray.data.Dataset, fn, cleaner: FeatureCleaner):
+    total = None
+    partials = ds.map_batches(fn, fn_kwargs={"cleaner": cleaner}, batch_format="pyarrow", batch_size=None)
+    for table in partials.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for blob in table.column("stats").to_pylist():
+            part = pickle.loads(blob)
+            total = part if total is None else total.merge(part)
+    return total
+
+
+def fit_cleaner(ds: ray.data.Dataset, cleaner: FeatureCleaner) -> FeatureCleaner:
+    """Fit ``cleaner`` on ``ds`` in two streaming passes (only its training rows count, see Split)."""
+    stats = _merged(ds, _pass1, cleaner)
+    if stats is None:
+        raise DataError("the feature tables hold no rows")
+    cleaner.fit_pass1(stats)
+    return cleaner.fit_pass2(_merged(ds, _pass2, cleaner))
+
+
+def _prepare(table: pa.Table, cleaner: FeatureCleaner, ic_path: str | None, ic_resolution: int) -> dict:
+    """Raw block → cleaned model inputs of its non-diverged rows (+ pooled ICs, + split flag)."""
+    batch = cleaner.schema.batch_from_arrow(table)
+    batch = batch.select(batch.status == 0)
+    ic = ICReader(ic_path).read(batch.operator_index) if ic_path else None  # opened in this process
+    out = prepare_inputs(cleaner, batch, ic, ic_resolution)
+    out["validation"] = cleaner.split.is_validation(batch.operator_index)
+    return out
+
+
+def _select(batch: dict[str, np.ndarray], validation: bool) -> dict[str, np.ndarray]:
+    rows = batch["validation"] == validation
+    return {k: v[rows] for k, v in batch.items() if k != "validation"}
+
+
+def prepare_splits(ds: ray.data.Dataset, cleaner: FeatureCleaner, ic_path: str | None,
+                   ic_resolution: int) -> tuple[ray.data.Dataset, ray.data.Dataset]:
+    """Materialized (train, validation) datasets of model inputs: columns ``x`` [D'], ``temporal``
+    [T', Dt'] (if any), ``ic`` [C, R, R] (if ``ic_path``), for non-diverged operators only.
+
+    Plain tasks (no actor pool): each opens the HDF5 file for its block, which costs far less than
+    the block's reads, and Ray reuses its worker processes across the stages.
+    """
+    prepared = ds.map_batches(
+        _prepare,
+        fn_kwargs={"cleaner": cleaner, "ic_path": ic_path, "ic_resolution": ic_resolution},
+        batch_format="pyarrow",
+        batch_size=None,
+    ).materialize()
+    train = prepared.map_batches(_select, fn_kwargs={"validation": False}, batch_format="numpy").materialize()
+    val = prepared.map_batches(_select, fn_kwargs={"validation": True}, batch_format="numpy").materialize()
+    return train, val
+
+
+class _Encode:
+    """Actor: raw block → tokens [B, E·3] and learned IC embedding [B, 28] for every row."""
+
+    def __init__(self, tokenizer: Tokenizer, ic_path: str | None):
+        import torch
+
+        self.tokenizer = tokenizer.to("cuda" if torch.cuda.is_available() else "cpu")
+        self.reader = ICReader(ic_path) if ic_path else None
+
+    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
+        batch = self.tokenizer.cleaner.schema.batch_from_arrow(table)
+        ic = self.reader.read(batch.operator_index) if self.reader else None
+        out = self.tokenizer.encode(batch, ic)
+        cols = {"operator_index": batch.operator_index, "tokens": out.tokens}
+        if out.embedding is not None:
+            cols["embedding"] = out.embedding
+        return cols
+
+
+def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | None, actors: int,
+                   num_gpus: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(operator_index [N], tokens [N, E·3] int32, embedding [N, 28] or None) for every row of ``ds``.
+
+    ``actors`` encoders (1 CPU and ``num_gpus`` GPUs each) each hold one copy of the tokenizer.
+    """
+    encoded = ds.map_batches(
+        _Encode,
+        fn_constructor_kwargs={"tokenizer": tokenizer.to("cpu"), "ic_path": ic_path},
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=1,
+        num_gpus=num_gpus,
+    )
+    idx, toks, embs = [], [], []
+    for b in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+        idx.append(b["operator_index"])
+        toks.append(b["tokens"])
+        if "embedding" in b:
+            embs.append(b["embedding"])
+    if not idx:
+        return np.zeros(0, np.int64), np.zeros((0, tokenizer.n_tokens), np.int32), None
+    emb = np.concatenate(embs).astype(np.float32) if embs else None
+    return np.concatenate(idx).astype(np.int64), np.concatenate(toks).astype(np.int32), emb

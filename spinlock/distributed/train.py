@@ -1,0 +1,302 @@
+"""Ray Train edge of the tokenizer and the ``spinlock tokenize`` stage driver.
+
+:func:`train_loop_per_worker` is a thin wrapper around the plain training core
+(``spinlock.encoding.training.train_model``): it builds the model identically on every rank, restores
+the latest checkpoint (``ray.train.get_checkpoint``) when Ray Train restarts the worker group after a
+failure, wraps the model in DDP (``prepare_model``; the quantizers all-reduce their EMA codebook
+statistics and k-means initialisation themselves, ``sync_codebook``), feeds it its shard of the
+training Dataset, and after every epoch reports metrics with a checkpoint from rank 0
+(``ray.train.report`` is a barrier: every rank calls it every epoch).
+
+:func:`tokenize_run` is the whole stage: split → streaming cleaning fit → category discovery →
+Ray Train fit → tokenizer directory → tokens for every operator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from spinlock.config.tokenizer import TokenizerConfig
+from spinlock.distributed.data import encode_dataset, fit_cleaner, prepare_splits, read_features
+from spinlock.encoding.categories import CategoryDiscovery
+from spinlock.encoding.cleaning import FeatureCleaner
+from spinlock.encoding.icfields import stored_ic_shape
+from spinlock.encoding.model import ModelSpec, scale_codebook_sizes
+from spinlock.encoding.outputs import write_tokens
+from spinlock.encoding.schema import SCALAR_FAMILIES
+from spinlock.encoding.split import Split
+from spinlock.encoding.tokenizer import Tokenizer
+from spinlock.encoding.training import TrainSettings, TrainState, build_model, flat_metrics, train_model
+from spinlock.errors import DataError, SpinlockError
+from spinlock.rng import derive_key
+
+FAULT_ENV = "SPINLOCK_TOKENIZER_FAULT_MARKER"
+"""Test hook: when set to a path that does not exist yet, training creates it and raises once at the
+start of epoch ``FAULT_EPOCH`` (so Ray Train must restart the workers from the epoch-0 checkpoint)."""
+FAULT_EPOCH = 1
+STATE_FILE = "state.pt"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+class TrainingError(SpinlockError):
+    """Ray Train gave up on the tokenizer fit (after ``training.max_failures`` restarts)."""
+
+
+class InjectedFault(RuntimeError):
+    """The failure raised by the FAULT_ENV test hook."""
+
+
+def tokenizer_hash(cfg: TokenizerConfig, seed: int, config_hash: str) -> str:
+    """Identity of a tokenizer fit: the run's config hash (which leaves the tokenizer section out),
+    the seed and the resolved tokenizer section."""
+    blob = json.dumps({"config_hash": config_hash, "seed": seed, "tokenizer": cfg.model_dump(mode="json")},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_name(out_dir: str | Path, config_hash: str) -> str:
+    """Ray Train run name from a :func:`tokenizer_hash` and a hash of the absolute output location.
+
+    RunConfig(name) resumes whatever run already has that name, so rerunning ``spinlock tokenize`` on
+    the same directory with the same config resumes its training, and anything else starts afresh.
+    """
+    where = hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:8]
+    return f"tokenizer-{config_hash}-{where}"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker function (``config`` from :func:`fit_vqvae`)."""
+    spec = ModelSpec.from_json(config["spec"])
+    settings = TrainSettings(**config["settings"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch iterators: no bars
+
+    model = build_model(spec, settings.seed)
+    start = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = TrainState.load(Path(d) / STATE_FILE)
+        model.load_state_dict(start.model_state)
+    model.to(device)
+    wrapped = ray.train.torch.prepare_model(model, parallel_strategy="ddp" if world > 1 else None)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    batch_size, shuffle_buffer = config["batch_size"], config["shuffle_buffer"]
+    fault_marker = config.get("fault_marker")
+
+    def batches(iterator, epoch: int | None):
+        seed = None if epoch is None else derive_key(settings.seed, "tokenizer.shuffle", epoch, rank) % 2**32
+        for b in iterator.iter_torch_batches(
+            batch_size=batch_size,
+            drop_last=epoch is not None,  # equal step counts on every rank (DDP)
+            local_shuffle_buffer_size=shuffle_buffer if epoch is not None else None,
+            local_shuffle_seed=seed,
+            device=device,
+        ):
+            yield {k: v.float() for k, v in b.items()}
+
+    def train_batches(epoch: int):
+        if fault_marker and epoch == FAULT_EPOCH and not os.path.exists(fault_marker):
+            Path(fault_marker).write_text(f"failed once at epoch {epoch} on rank {rank}\n")
+            raise InjectedFault(f"injected failure at epoch {epoch} ({FAULT_ENV})")
+        return batches(train_shard, epoch)
+
+    validation = None
+    if rank == 0 and config["has_validation"]:
+        val_shard = ray.train.get_dataset_shard("validation")
+
+        def validation(epoch: int):
+            return batches(val_shard, None)
+
+    def on_epoch_end(state: TrainState, record: dict) -> None:
+        metrics = flat_metrics(record)
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            state.save(Path(d) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    train_model(model, settings, train_batches, validation, start=start, on_epoch_end=on_epoch_end,
+                wrapped=wrapped, rank=rank)
+
+
+def _use_gpu(setting: bool | str, workers: int) -> bool:
+    if setting == "auto":
+        return ray.cluster_resources().get("GPU", 0) >= workers
+    return bool(setting)
+
+
+def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: ModelSpec, settings: TrainSettings,
+              cfg: TokenizerConfig, *, storage_path: Path, name: str, n_train: int, n_validation: int,
+              fault_marker: str | None = None) -> TrainState:
+    """Run the Ray Train fit and return the final state (from the latest checkpoint)."""
+    tc = cfg.training
+    per_worker = n_train // tc.num_workers
+    if per_worker < 2:
+        raise DataError(f"{n_train} training rows cannot feed {tc.num_workers} workers (need >= 2 each)")
+    batch_size = min(tc.batch_size, per_worker)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "spec": spec.to_json(),
+            "settings": dataclasses.asdict(settings),
+            "batch_size": batch_size,
+            "shuffle_buffer": min(per_worker, 8 * batch_size),
+            "has_validation": n_validation > 0,
+            "fault_marker": fault_marker,
+        },
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=_use_gpu(tc.use_gpu, tc.num_workers),
+                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(storage_path.resolve()),
+                             failure_config=FailureConfig(max_failures=tc.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": train, "validation": validation},
+        dataset_config=DataConfig(datasets_to_split=["train"],
+                                  execution_options=ray.data.ExecutionOptions(preserve_order=True)),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        raise TrainingError(f"tokenizer training failed (run {name!r} under {storage_path}): {e}") from e
+    if getattr(result, "error", None) is not None:
+        raise TrainingError(f"tokenizer training failed (run {name!r}): {result.error}")
+    if result.checkpoint is None:
+        raise TrainingError(f"tokenizer training {name!r} finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        return TrainState.load(Path(d) / STATE_FILE)
+
+
+def _family_columns(names: list[str]) -> dict[str, list[int]]:
+    fams = [n.split(".", 1)[0] for n in names]
+    return {f: [j for j, g in enumerate(fams) if g == f] for f in SCALAR_FAMILIES}
+
+
+def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_hash: str,
+                 log: Callable[[str], None] = print) -> dict:
+    """The tokenize stage on a run directory (Ray must be initialised). Returns the summary dict.
+
+    ``config_hash`` is the run's (``spinlock.config.config_hash``); combined with the seed and the
+    tokenizer section it names the Ray Train run, so only an identical rerun resumes a fit.
+
+    Writes ``OUT/tokenizer/`` (tokenizer files, ``metrics.jsonl``, ``summary.json``, Ray Train storage
+    under ``ray/``), ``dataset.h5:/tokens``, ``/features/initial_learned`` and ``OUT/tokens.parquet``.
+    """
+    out = Path(out_dir).resolve()
+    tok_dir = out / "tokenizer"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    config_hash = tokenizer_hash(cfg, seed, config_hash)
+    h5_path = out / "dataset.h5"
+    if not h5_path.is_file():
+        raise DataError(f"{h5_path} not found (the IC branch reads /ics/fields from it)")
+    ic_shape = stored_ic_shape(h5_path)
+    t0 = time.perf_counter()
+
+    ds, schema = read_features(out)
+    split = Split(seed, cfg.validation_fraction)
+    cleaner = fit_cleaner(ds, FeatureCleaner(schema, split, **cfg.cleaning.model_dump()))
+    log(f"cleaning: {len(cleaner.names_out)}/{len(schema.scalar)} scalar features and"
+        f" {len(cleaner.temporal_names_out)}/{len(schema.temporal)} curves kept"
+        f" ({len(cleaner.drop_reason_)} dropped) from {cleaner.n_fit_rows_} training rows")
+
+    cats = CategoryDiscovery(cfg.categories.min_categories, cfg.categories.max_categories).fit(
+        cleaner.correlation_, cleaner.names_out)
+    categories = cats.categories_
+    log(f"categories: {len(categories)} (silhouette {max(cats.scores_.values(), default=float('nan')):.3f})")
+
+    resolution = min(cfg.model.ic_resolution, ic_shape[1], ic_shape[2])
+    train_ds, val_ds = prepare_splits(ds, cleaner, str(h5_path), resolution)
+    n_train, n_val = train_ds.count(), val_ds.count()
+    init_rows = min(n_train, cfg.training.kmeans_init_rows)
+    n_temporal = len(cleaner.temporal_names_out)
+    spec = ModelSpec(
+        category_columns=tuple(c.columns for c in categories),
+        n_features=len(cleaner.names_out),
+        temporal_features=n_temporal,
+        temporal_length=schema.temporal_length if n_temporal else 0,
+        ic_channels=ic_shape[0],
+        ic_resolution=resolution,
+        latent_dim=cfg.model.latent_dim,
+        hidden_dim=cfg.model.hidden_dim,
+        codebook_sizes=scale_codebook_sizes(cfg.model.codebook_sizes, init_rows),
+        commitment_weight=cfg.model.commitment_weight,
+        ema_decay=cfg.model.ema_decay,
+        dead_code_threshold=cfg.model.dead_code_threshold,
+        kmeans_iters=cfg.model.kmeans_iters,
+        encoder_names=(*(c.name for c in categories), *(("temporal",) if n_temporal else ()), "ic"),
+    )
+    settings = TrainSettings(
+        epochs=cfg.training.epochs, learning_rate=cfg.training.learning_rate,
+        weight_decay=cfg.training.weight_decay, temporal_weight=cfg.model.temporal_weight,
+        ic_weight=cfg.model.ic_weight, kmeans_init_rows=cfg.training.kmeans_init_rows, seed=seed,
+        family_columns=_family_columns(cleaner.names_out),
+    )
+    log(f"training: {n_train} train / {n_val} validation rows, {spec.n_encoders} encoders,"
+        f" codebooks {list(spec.codebook_sizes)}, {cfg.training.num_workers} worker(s)")
+    state = fit_vqvae(train_ds, val_ds, spec, settings, cfg, storage_path=tok_dir / "ray",
+                      name=run_name(out, config_hash), n_train=n_train, n_validation=n_val,
+                      fault_marker=os.environ.get(FAULT_ENV))
+    del train_ds, val_ds
+
+    model = build_model(spec, seed)
+    model.load_state_dict(state.model_state)
+    tokenizer = Tokenizer(cleaner, cats, model, config_hash=config_hash, seed=seed, ic_shape=ic_shape,
+                          config=cfg.model_dump(mode="json"))
+    tokenizer.save(tok_dir)
+    with open(tok_dir / METRICS_FILE, "w") as f:
+        for record in state.history:
+            f.write(json.dumps(record) + "\n")
+
+    gpus = 1.0 if _use_gpu(cfg.training.use_gpu, cfg.data_actors) else 0.0
+    index, tokens, embedding = encode_dataset(ds, tokenizer, str(h5_path), cfg.data_actors, gpus)
+    write_tokens(out, index, tokens, tokenizer.category_names, embedding)
+    final = state.history[-1] if state.history else {}
+    summary = {
+        "operators": int(len(index)), "train_rows": n_train, "validation_rows": n_val,
+        "features_in": len(schema.scalar), "features_kept": len(cleaner.names_out),
+        "categories": tokenizer.category_names, "codebook_sizes": list(spec.codebook_sizes),
+        "epochs": state.epoch, "validation": final.get("validation"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    (tok_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {h5_path} and {out / 'tokens.parquet'}")
+    return summary
+
+
+def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
+               log: Callable[[str], None] = print) -> np.ndarray:
+    """Tokens for a run directory with an already trained tokenizer (Ray must be initialised)."""
+    out = Path(out_dir).resolve()
+    tokenizer = Tokenizer.load(tokenizer_dir)
+    ds, schema = read_features(out)
+    tokenizer.cleaner.check_schema(schema, str(out / "features"))
+    h5_path = out / "dataset.h5"
+    ic_path = None
+    if tokenizer.spec.ic_channels:
+        shape = stored_ic_shape(h5_path)
+        if tuple(shape) != tokenizer.ic_shape:
+            raise DataError(f"{h5_path}: /ics/fields rows are {shape}, the tokenizer expects {tokenizer.ic_shape}")
+        ic_path = str(h5_path)
+    index, tokens, embedding = encode_dataset(ds, tokenizer, ic_path, actors,
+                                              1.0 if _use_gpu("auto", actors) else 0.0)
+    write_tokens(out, index, tokens, tokenizer.category_names, embedding)
+    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {h5_path} and {out / 'tokens.parquet'}")
+    return tokens

@@ -1,0 +1,98 @@
+"""Read stored initial conditions by operator index from ``dataset.h5`` (for the CNN branch).
+
+The file is opened lazily in the process that reads (a Ray actor, a DataLoader worker) and never
+pickled: a reader sent to another process reopens the file there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filters the writer may use)
+import numpy as np
+
+from spinlock.errors import DataError
+
+
+def stored_ic_shape(path: str | Path) -> tuple[int, int, int]:
+    """(C, H, W) of ``/ics/fields`` in ``path`` (the file is closed again before returning)."""
+    reader = ICReader(path)
+    try:
+        return reader.shape
+    finally:
+        reader.close()
+
+
+def read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``ds[rows]`` for any row order: one contiguous read when the rows are dense, else a sorted
+    fancy read (h5py wants increasing indices) put back in the requested order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    if hi - lo <= 2 * len(rows):
+        return np.asarray(ds[lo:hi])[rows - lo]
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    return np.asarray(ds[uniq])[inverse]
+
+
+class ICReader:
+    """``read(operator_index [B]) -> [B, C, H, W]`` float32 from ``/ics/fields`` via ``/operators/index``."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self._file: h5py.File | None = None
+        self._pid = -1
+
+    def _open(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            try:
+                # no file lock: the tokenize driver appends /tokens once the readers are done, while
+                # Ray may still be tearing down the actors that hold the file open
+                f = h5py.File(self.path, "r", locking=False)
+            except OSError as e:
+                raise DataError(f"cannot open {self.path}: {e}") from None
+            for key in ("operators/index", "ics/fields"):
+                if key not in f:
+                    f.close()
+                    raise DataError(f"{self.path}: missing /{key} (needed for the IC branch)")
+            index = f["operators/index"][:]
+            self._sorter = np.argsort(index, kind="stable")
+            self._sorted = index[self._sorter]
+            self._file, self._pid = f, os.getpid()
+        return self._file
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one stored initial condition."""
+        return tuple(self._open()["ics/fields"].shape[1:])
+
+    def rows(self, operator_index: np.ndarray) -> np.ndarray:
+        """File rows [B] of the given operator indices (DataError for an unknown index)."""
+        self._open()
+        idx = np.asarray(operator_index, dtype=np.int64)
+        if len(self._sorted) == 0:
+            bad = np.ones(len(idx), dtype=bool)
+            pos = np.zeros(len(idx), dtype=np.int64)
+        else:
+            pos = np.clip(np.searchsorted(self._sorted, idx), 0, len(self._sorted) - 1)
+            bad = self._sorted[pos] != idx
+        if np.any(bad):
+            raise DataError(f"{self.path}: operator indices not in /operators/index: {idx[bad][:8].tolist()}")
+        return self._sorter[pos]
+
+    def read(self, operator_index: np.ndarray) -> np.ndarray:
+        return read_rows(self._open()["ics/fields"], self.rows(operator_index)).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])

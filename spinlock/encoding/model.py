@@ -1,0 +1,270 @@
+"""Hierarchical VQ-VAE: one encoder per feature category, a temporal encoder, a CNN branch over ICs.
+
+Every encoder maps its input to a latent ``z`` [B, L] that a three-level residual quantizer
+(vector-quantize-pytorch ``ResidualVQ``: EMA codebooks, k-means init, dead-code replacement) turns into
+codes: level 1 quantizes ``z``, level 2 the residual ``z - q1``, level 3 ``z - q1 - q2``, so the levels
+are coarse → medium → fine by construction. A shared decoder reconstructs, from all quantized latents,
+the cleaned scalar features [B, D'], the temporal curves [B, T', Dt'] and a coarse 8 x 8 copy of the
+(normalised) initial condition. Training uses quantizer dropout (random truncation to the first
+1-3 levels, one draw per step for all encoders) so that a prefix of the levels decodes on its own.
+
+The CNN branch's 28-D output (before its latent projection) is the learned INITIAL embedding written
+to ``/features/initial_learned``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from vector_quantize_pytorch import ResidualVQ
+
+LEVELS = 3
+IC_EMBEDDING_DIM = 28
+IC_TARGET_RESOLUTION = 8
+TEMPORAL_POSITIONS = 16
+
+
+def scale_codebook_sizes(sizes: tuple[int, ...], init_rows: int) -> tuple[int, ...]:
+    """Codebook sizes for a dataset whose k-means initialisation sees ``init_rows`` rows.
+
+    Each level is capped at the largest power of two <= ``init_rows / 4`` (at least 2), so k-means
+    gets at least four samples per code instead of duplicating samples into dead codes.
+    """
+    cap = 1 << max(1, int(np.floor(np.log2(max(2, init_rows // 4)))))
+    return tuple(min(int(s), cap) for s in sizes)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Constructor arguments of :class:`HierarchicalVQVAE` (saved as JSON with the tokenizer).
+
+    ``category_columns[k]`` are the indices of category k's features in the cleaned vector [D'].
+    ``temporal_features`` = Dt' (0: no temporal encoder), ``ic_channels`` = C (0: no CNN branch).
+    """
+
+    category_columns: tuple[tuple[int, ...], ...]
+    n_features: int
+    temporal_features: int
+    temporal_length: int
+    ic_channels: int
+    ic_resolution: int
+    latent_dim: int = 32
+    hidden_dim: int = 256
+    codebook_sizes: tuple[int, int, int] = (128, 256, 512)
+    commitment_weight: float = 0.25
+    ema_decay: float = 0.95
+    dead_code_threshold: float = 1.0
+    kmeans_iters: int = 10
+    encoder_names: tuple[str, ...] = field(default=())
+    """One name per encoder, in token order: the categories, then ``temporal``, then ``ic``
+    (default ``c00``, ``c01``, ...)."""
+
+    def __post_init__(self) -> None:
+        default = (*(f"c{i:02d}" for i in range(len(self.category_columns))),
+                   *(("temporal",) if self.temporal_features else ()), *(("ic",) if self.ic_channels else ()))
+        if not self.encoder_names:
+            object.__setattr__(self, "encoder_names", default)
+        elif len(self.encoder_names) != len(default):
+            raise ValueError(f"{len(self.encoder_names)} encoder names for {len(default)} encoders")
+        if len(self.codebook_sizes) != LEVELS:
+            raise ValueError(f"codebook_sizes needs {LEVELS} entries, got {self.codebook_sizes}")
+
+    @property
+    def n_encoders(self) -> int:
+        return len(self.category_columns) + int(self.temporal_features > 0) + int(self.ic_channels > 0)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> ModelSpec:
+        d = dict(d)
+        d["category_columns"] = tuple(tuple(c) for c in d["category_columns"])
+        d["codebook_sizes"] = tuple(d["codebook_sizes"])
+        d["encoder_names"] = tuple(d["encoder_names"])
+        return cls(**d)
+
+
+@dataclass
+class ModelOutput:
+    """Reconstructions (same shapes as the inputs; ``ic_target`` [B, C, 8, 8]), ``indices`` [B, E, 3]
+    (-1 for levels dropped by quantizer dropout), ``commit_loss`` scalar."""
+
+    x: torch.Tensor
+    temporal: torch.Tensor | None
+    ic: torch.Tensor | None
+    ic_target: torch.Tensor | None
+    indices: torch.Tensor
+    commit_loss: torch.Tensor
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                         nn.Linear(hidden, d_out))
+
+
+class TemporalEncoder(nn.Module):
+    """[B, T', Dt] curves → [B, L]: two 1-D convolutions over time, pooled to 16 positions, an MLP."""
+
+    def __init__(self, features: int, length: int, hidden: int, latent: int, channels: int = 64):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(features, channels, 3, padding=1), nn.GELU(),
+                                  nn.Conv1d(channels, channels, 3, padding=1), nn.GELU())
+        self.positions = min(length, TEMPORAL_POSITIONS)
+        self.head = _mlp(channels * self.positions, hidden, latent)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        h = self.conv(t.transpose(1, 2))
+        h = F.adaptive_avg_pool1d(h, self.positions).flatten(1)
+        return self.head(h)
+
+
+class ICEncoder(nn.Module):
+    """[B, C, R, R] initial condition → 28-D embedding (three stride-2 periodic convolutions, then
+    per-channel mean and std over space, so any R works).
+
+    The input is standardised per channel by a non-affine BatchNorm with a cumulative average
+    (``momentum=None``), i.e. by the training-set channel mean and variance at evaluation time.
+    """
+
+    def __init__(self, channels: int, width: int = 16):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False, momentum=None)
+        conv = dict(kernel_size=3, padding=1, padding_mode="circular", stride=2)
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, **conv), nn.GELU(),
+            nn.Conv2d(width, 2 * width, **conv), nn.GELU(),
+            nn.Conv2d(2 * width, 4 * width, **conv), nn.GELU(),
+        )
+        self.head = nn.Linear(8 * width, IC_EMBEDDING_DIM)
+
+    def forward(self, ic: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (embedding [B, 28], normalised input [B, C, R, R])."""
+        x = self.norm(ic)
+        h = self.body(x)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3), unbiased=False)], dim=1)
+        return self.head(pooled), x
+
+
+def pool_ic(fields: torch.Tensor, resolution: int) -> torch.Tensor:
+    """[B, C, H, W] → [B, C, R, R] by average pooling (periodic fields: pooling, not resampling)."""
+    return F.adaptive_avg_pool2d(fields.float(), resolution)
+
+
+class HierarchicalVQVAE(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        L, H = spec.latent_dim, spec.hidden_dim
+        self.register_buffer("_columns", torch.cat([torch.tensor(c, dtype=torch.long)
+                                                    for c in spec.category_columns]), persistent=False)
+        self._splits = [len(c) for c in spec.category_columns]
+        self.category_encoders = nn.ModuleList(_mlp(len(c), H, L) for c in spec.category_columns)
+        self.temporal_encoder = (TemporalEncoder(spec.temporal_features, spec.temporal_length, H, L)
+                                 if spec.temporal_features else None)
+        self.ic_encoder = ICEncoder(spec.ic_channels) if spec.ic_channels else None
+        self.ic_project = nn.Sequential(nn.GELU(), nn.Linear(IC_EMBEDDING_DIM, L)) if spec.ic_channels else None
+        sync = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.quantizers = nn.ModuleList(
+            ResidualVQ(
+                dim=L,
+                num_quantizers=LEVELS,
+                codebook_size=tuple(spec.codebook_sizes),
+                kmeans_init=True,
+                kmeans_iters=spec.kmeans_iters,
+                decay=spec.ema_decay,
+                threshold_ema_dead_code=spec.dead_code_threshold,
+                commitment_weight=spec.commitment_weight,
+                quantize_dropout=True,
+                quantize_dropout_cutoff_index=0,
+                sync_codebook=sync,  # all-reduce EMA statistics and k-means under DDP
+            )
+            for _ in range(spec.n_encoders)
+        )
+        self.decoder = nn.Sequential(nn.Linear(spec.n_encoders * L, H), nn.GELU(), nn.Linear(H, H), nn.GELU())
+        self.head_x = nn.Linear(H, spec.n_features)
+        self.head_t = (nn.Linear(H, spec.temporal_length * spec.temporal_features)
+                       if spec.temporal_features else None)
+        self.ic_target_resolution = min(IC_TARGET_RESOLUTION, spec.ic_resolution)
+        self.head_ic = (nn.Linear(H, spec.ic_channels * self.ic_target_resolution**2)
+                        if spec.ic_channels else None)
+
+    # ------------------------------------------------------------------ encoding
+    def latents(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None):
+        """Unquantized latents, list of E tensors [B, L]; plus (IC embedding [B, 28], IC target)."""
+        parts = torch.split(x[:, self._columns], self._splits, dim=1)
+        zs = [enc(p) for enc, p in zip(self.category_encoders, parts, strict=True)]
+        if self.temporal_encoder is not None:
+            zs.append(self.temporal_encoder(t))
+        emb = target = None
+        if self.ic_encoder is not None:
+            emb, normed = self.ic_encoder(ic)
+            zs.append(self.ic_project(emb))
+            target = F.adaptive_avg_pool2d(normed, self.ic_target_resolution).detach()
+        return zs, emb, target
+
+    def decode(self, quantized: torch.Tensor):
+        """[B, E·L] concatenated quantized latents → (x [B, D'], temporal [B, T', Dt'] | None, ic | None)."""
+        h = self.decoder(quantized)
+        b, s = quantized.shape[0], self.spec
+        t = self.head_t(h).view(b, s.temporal_length, s.temporal_features) if self.head_t is not None else None
+        r = self.ic_target_resolution
+        ic = self.head_ic(h).view(b, s.ic_channels, r, r) if self.head_ic is not None else None
+        return self.head_x(h), t, ic
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, ic: torch.Tensor | None = None,
+                dropout_seed: int | None = None) -> ModelOutput:
+        """x [B, D'], t [B, T', Dt'], ic [B, C, R, R]; ``dropout_seed`` fixes the level truncation."""
+        zs, _, target = self.latents(x, t, ic)
+        qs, idx, commit = [], [], x.new_zeros(())
+        for z, rvq in zip(zs, self.quantizers, strict=True):
+            q, i, losses = rvq(z[:, None, :], rand_quantize_dropout_fixed_seed=dropout_seed)
+            qs.append(q[:, 0])
+            idx.append(i[:, 0])
+            commit = commit + losses.sum()
+        rx, rt, ric = self.decode(torch.cat(qs, dim=1))
+        return ModelOutput(rx, rt, ric, target, torch.stack(idx, dim=1), commit / len(zs))
+
+    @torch.no_grad()
+    def initialize_codebooks(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None) -> None:
+        """k-means initialisation of every level from one (large) batch, all levels, no dropout."""
+        was = [q.quantize_dropout for q in self.quantizers]
+        for q in self.quantizers:
+            q.quantize_dropout = False
+        self.train()
+        try:
+            self.forward(x, t, ic)
+        finally:
+            for q, w in zip(self.quantizers, was, strict=True):
+                q.quantize_dropout = w
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None):
+        """Eval-mode codes: (indices [B, E, 3] int64, IC embedding [B, 28] or None).
+
+        Runs in eval mode whatever the current mode (no EMA update, no dropout), then restores it.
+        """
+        was = self.training
+        self.eval()
+        try:
+            zs, emb, _ = self.latents(x, t, ic)
+            idx = [rvq(z[:, None, :])[1][:, 0] for z, rvq in zip(zs, self.quantizers, strict=True)]
+        finally:
+            self.train(was)
+        return torch.stack(idx, dim=1), emb
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor, levels: int = LEVELS):
+        """Decode from codes [B, E, 3] using only the first ``levels`` levels of every encoder."""
+        if not 1 <= levels <= LEVELS:
+            raise ValueError(f"levels must be in 1..{LEVELS}, got {levels}")
+        qs = []
+        for e, rvq in enumerate(self.quantizers):
+            codes = rvq.get_codes_from_indices(indices[:, e][:, None, :])  # [3, B, 1, L]
+            qs.append(codes[:levels].sum(dim=0)[:, 0])
+        return self.decode(torch.cat(qs, dim=1))

@@ -1,0 +1,82 @@
+"""Write tokens and the learned INITIAL embedding into ``dataset.h5`` and ``tokens.parquet``.
+
+``dataset.h5`` (opened in append mode only here; existing datasets are replaced):
+
+* ``/tokens`` [N, E·3] int32, attrs ``categories`` (JSON list of encoder names in token order) and
+  ``levels`` (3); row i belongs to ``/operators/index[i]``.
+* ``/features/initial_learned`` [N, 28] float32, attr ``names`` (``learned_00`` ... ``learned_27``).
+
+``tokens.parquet``: ``operator_index`` then one int32 column ``<category>.l<level>`` per token,
+sorted by operator index, written to a temporary file and renamed (never half-written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spinlock.encoding.model import IC_EMBEDDING_DIM, LEVELS
+from spinlock.errors import DataError
+
+LEARNED_NAMES = [f"learned_{i:02d}" for i in range(IC_EMBEDDING_DIM)]
+
+
+def token_column_names(categories: list[str]) -> list[str]:
+    """Parquet column name of every token, in token order (``<category>.l1`` .. ``.l3``)."""
+    return [f"{c}.l{lv}" for c in categories for lv in range(1, LEVELS + 1)]
+
+
+def align_rows(h5_index: np.ndarray, operator_index: np.ndarray, source: str) -> np.ndarray:
+    """Permutation p with ``operator_index[p] == h5_index`` (every stored operator exactly once)."""
+    order = np.argsort(operator_index, kind="stable")
+    sorted_idx = operator_index[order]
+    if len(np.unique(sorted_idx)) != len(sorted_idx):
+        raise DataError(f"{source}: duplicate operator indices among the encoded rows")
+    if len(sorted_idx) == 0:
+        raise DataError(f"{source}: no encoded rows for the {len(h5_index)} stored operators")
+    pos = np.clip(np.searchsorted(sorted_idx, h5_index), 0, len(sorted_idx) - 1)
+    missing = sorted_idx[pos] != h5_index
+    if np.any(missing) or len(sorted_idx) != len(h5_index):
+        raise DataError(f"{source}: feature tables cover {len(sorted_idx)} operators but /operators/index"
+                        f" lists {len(h5_index)}; first unmatched: {h5_index[missing][:8].tolist()}")
+    return order[pos]
+
+
+def _replace(f: h5py.File, name: str, data: np.ndarray) -> h5py.Dataset:
+    if name in f:
+        del f[name]
+    return f.create_dataset(name, data=data)
+
+
+def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.ndarray, categories: list[str],
+                 embedding: np.ndarray | None) -> None:
+    """Store ``tokens`` [N, E·3] (and ``embedding`` [N, 28]) for ``operator_index`` [N] under ``out_dir``."""
+    out = Path(out_dir)
+    if tokens.shape[1] != len(categories) * LEVELS:
+        raise ValueError(f"tokens have {tokens.shape[1]} columns for {len(categories)} categories x {LEVELS}")
+    h5_path = out / "dataset.h5"
+    with h5py.File(h5_path, "a") as f:
+        if "operators/index" not in f:
+            raise DataError(f"{h5_path}: missing /operators/index")
+        perm = align_rows(f["operators/index"][:], np.asarray(operator_index, np.int64), str(h5_path))
+        ds = _replace(f, "tokens", tokens[perm].astype(np.int32))
+        ds.attrs["categories"] = json.dumps(list(categories))
+        ds.attrs["levels"] = LEVELS
+        if embedding is not None:
+            emb = _replace(f, "features/initial_learned", embedding[perm].astype(np.float32))
+            emb.attrs["names"] = LEARNED_NAMES
+    order = np.argsort(operator_index, kind="stable")
+    cols = {"operator_index": pa.array(np.asarray(operator_index, np.int64)[order])}
+    for j, name in enumerate(token_column_names(list(categories))):
+        cols[name] = pa.array(tokens[order, j].astype(np.int32))
+    table = pa.table(cols).replace_schema_metadata(
+        {b"spinlock": json.dumps({"categories": list(categories), "levels": LEVELS}).encode()})
+    tmp = out / "tokens.parquet.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, out / "tokens.parquet")

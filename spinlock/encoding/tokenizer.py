@@ -1,0 +1,158 @@
+"""A trained tokenizer as one self-describing directory, and the preprocessing shared by train and encode.
+
+Directory layout (``Tokenizer.save`` / ``Tokenizer.load``; nothing else is needed to encode)::
+
+    tokenizer.json    format, spinlock version, config hash, seed, input names, model constructor
+                      kwargs (ModelSpec), category (encoder) names in token order, levels
+    cleaning.npz      the fitted FeatureCleaner (arrays + JSON header, no pickles)
+    categories.json   the fitted CategoryDiscovery (feature → category, silhouette scores)
+    model.pt          the VQ-VAE state_dict (loaded with weights_only=True)
+
+Tokens of an operator are ``[E·3]`` int32: for encoder ``e`` (categories, then ``temporal``, then
+``ic``) and level ``l`` (0 coarse, 1 medium, 2 fine) the code index sits at column ``3·e + l``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from spinlock import __version__
+from spinlock.encoding.categories import CategoryDiscovery
+from spinlock.encoding.cleaning import FeatureCleaner
+from spinlock.encoding.model import LEVELS, HierarchicalVQVAE, ModelSpec, pool_ic
+from spinlock.encoding.schema import META_KEY, FeatureBatch, FeatureSchema
+from spinlock.encoding.training import build_model
+from spinlock.errors import DataError
+
+TOKENIZER_FORMAT = 1
+META_FILE, CLEANING_FILE, CATEGORIES_FILE, MODEL_FILE = (
+    "tokenizer.json", "cleaning.npz", "categories.json", "model.pt")
+
+
+def prepare_inputs(cleaner: FeatureCleaner, batch: FeatureBatch, ic_fields: np.ndarray | None,
+                   ic_resolution: int) -> dict[str, np.ndarray]:
+    """Raw block → model inputs: ``x`` [B, D'], ``temporal`` [B, T', Dt'] (if any), ``ic`` [B, C, R, R]."""
+    clean = cleaner.transform(batch)
+    out = {"x": clean.x}
+    if clean.temporal.shape[2]:
+        out["temporal"] = clean.temporal
+    if ic_fields is not None:
+        out["ic"] = pool_ic(torch.from_numpy(np.ascontiguousarray(ic_fields)), ic_resolution).numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class TokenOutput:
+    tokens: np.ndarray
+    """[B, E·3] int32 code indices."""
+    embedding: np.ndarray | None
+    """[B, 28] float32 learned INITIAL embedding (None without an IC branch)."""
+
+
+class Tokenizer:
+    """Cleaning transform + categories + trained VQ-VAE; ``encode`` maps raw features to tokens."""
+
+    def __init__(self, cleaner: FeatureCleaner, categories: CategoryDiscovery, model: HierarchicalVQVAE,
+                 *, config_hash: str, seed: int, ic_shape: tuple[int, int, int] | None,
+                 config: dict | None = None):
+        self.cleaner = cleaner
+        self.categories = categories
+        self.model = model.eval()
+        self.config_hash = config_hash
+        self.seed = seed
+        self.ic_shape = tuple(ic_shape) if ic_shape is not None else None
+        self.config = config or {}
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
+
+    @property
+    def category_names(self) -> list[str]:
+        """Encoder names in token order (each contributes ``LEVELS`` consecutive tokens)."""
+        return list(self.spec.encoder_names)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.spec.n_encoders * LEVELS
+
+    def inputs(self, batch: FeatureBatch, ic_fields: np.ndarray | None) -> dict[str, np.ndarray]:
+        if self.spec.ic_channels:
+            if ic_fields is None:
+                raise DataError("this tokenizer has an IC branch: pass the initial conditions [B, C, H, W]")
+            if tuple(ic_fields.shape[1:]) != self.ic_shape or len(ic_fields) != len(batch):
+                raise DataError(f"initial conditions have shape {tuple(ic_fields.shape)}, expected"
+                                f" [{len(batch)}, {', '.join(map(str, self.ic_shape))}]")
+        return prepare_inputs(self.cleaner, batch, ic_fields if self.spec.ic_channels else None,
+                              self.spec.ic_resolution)
+
+    @torch.no_grad()
+    def encode(self, batch: FeatureBatch, ic_fields: np.ndarray | None = None,
+               batch_size: int = 4096) -> TokenOutput:
+        """Tokens for a raw feature block (any status; diverged rows are imputed, see cleaning)."""
+        device = next(self.model.parameters()).device
+        inputs = self.inputs(batch, ic_fields)
+        toks, embs = [], []
+        for lo in range(0, len(batch), batch_size):
+            part = {k: torch.from_numpy(v[lo:lo + batch_size]).to(device) for k, v in inputs.items()}
+            idx, emb = self.model.encode(part["x"], part.get("temporal"), part.get("ic"))
+            toks.append(idx.flatten(1).to(torch.int32).cpu().numpy())
+            if emb is not None:
+                embs.append(emb.float().cpu().numpy())
+        tokens = np.concatenate(toks) if toks else np.zeros((0, self.n_tokens), np.int32)
+        emb = (np.concatenate(embs) if embs else np.zeros((0, 28), np.float32)) if self.spec.ic_channels else None
+        return TokenOutput(tokens, emb)
+
+    def encode_table(self, table: pa.Table, ic_fields: np.ndarray | None = None) -> TokenOutput:
+        """Tokens for a feature table; with ``spinlock`` metadata its names must equal the fitted ones."""
+        if table.schema.metadata and META_KEY in table.schema.metadata:
+            self.cleaner.check_schema(FeatureSchema.from_arrow(table.schema), "feature table")
+        return self.encode(self.cleaner.schema.batch_from_arrow(table), ic_fields)
+
+    def to(self, device: torch.device | str) -> Tokenizer:
+        self.model.to(device)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.cleaner.save(d / CLEANING_FILE)
+        self.categories.save(d / CATEGORIES_FILE)
+        torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, d / MODEL_FILE)
+        meta = {
+            "format": TOKENIZER_FORMAT,
+            "spinlock_version": __version__,
+            "config_hash": self.config_hash,
+            "seed": self.seed,
+            "levels": LEVELS,
+            "categories": self.category_names,
+            "input": {**self.cleaner.schema.to_json(), "ic_shape": list(self.ic_shape) if self.ic_shape else None},
+            "spec": self.spec.to_json(),
+            "config": self.config,
+        }
+        (d / META_FILE).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> Tokenizer:
+        d = Path(directory)
+        if not (d / META_FILE).is_file():
+            raise DataError(f"{d}: not a tokenizer directory (no {META_FILE})")
+        meta = json.loads((d / META_FILE).read_text())
+        if meta.get("format") != TOKENIZER_FORMAT:
+            raise DataError(f"{d}: tokenizer format {meta.get('format')} (this spinlock reads {TOKENIZER_FORMAT})")
+        cleaner = FeatureCleaner.load(d / CLEANING_FILE)
+        if cleaner.schema.to_json() != {k: meta["input"][k] for k in ("scalar", "temporal", "temporal_length")}:
+            raise DataError(f"{d}: {CLEANING_FILE} and {META_FILE} disagree on the input feature names")
+        model = build_model(ModelSpec.from_json(meta["spec"]), meta["seed"])  # weights replaced below
+        model.load_state_dict(torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True))
+        ic_shape = meta["input"]["ic_shape"]
+        return cls(cleaner, CategoryDiscovery.load(d / CATEGORIES_FILE), model.to(device),
+                   config_hash=meta["config_hash"], seed=meta["seed"],
+                   ic_shape=tuple(ic_shape) if ic_shape else None, config=meta.get("config")).to(device)

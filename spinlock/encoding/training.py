@@ -1,0 +1,215 @@
+"""The VQ-VAE training loop as a plain function (no Ray): Ray Train wraps it, tests call it directly.
+
+Reproducibility: the model is built under a forked global torch RNG seeded from
+``derive_key(seed, "tokenizer.init")`` (torch module init and vector-quantize-pytorch's k-means and
+dead-code sampling draw from the global generator, so it is scoped, never left modified); every epoch
+re-seeds it from ``(seed, epoch, rank)`` and every step fixes the quantizer-dropout level from
+``(seed, epoch, step)``. Deterministic algorithms are switched on for the loop's duration only. So a
+run resumed from an epoch checkpoint (model, optimizer, history) continues exactly as if it had not
+been interrupted, given the same batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spinlock.encoding.metrics import evaluate
+from spinlock.encoding.model import HierarchicalVQVAE, ModelOutput, ModelSpec
+from spinlock.rng import derive_key
+
+Batch = dict[str, torch.Tensor]
+"""Cleaned inputs: ``x`` [B, D'], optional ``temporal`` [B, T', Dt'] and ``ic`` [B, C, R, R]."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    temporal_weight: float
+    ic_weight: float
+    kmeans_init_rows: int
+    seed: int
+    family_columns: dict[str, list[int]] = field(default_factory=dict)
+    """Cleaned column indices of each scalar family, for per-family validation R²."""
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training after ``epoch`` epochs (what a checkpoint holds)."""
+
+    epoch: int
+    model_state: dict
+    optimizer_state: dict
+    history: list[dict]
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"epoch": self.epoch, "model": self.model_state, "optimizer": self.optimizer_state,
+                    "history": json.dumps(self.history)}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainState:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(int(d["epoch"]), d["model"], d["optimizer"], json.loads(d["history"]))
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, stream: str, *counters: int) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded from a derived key, restoring it afterwards."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(derive_key(seed, stream, *counters))
+        yield
+
+
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` for the block (warn-only on CUDA), then restore."""
+    previous, previous_warn = (torch.are_deterministic_algorithms_enabled(),
+                               torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def build_model(spec: ModelSpec, seed: int) -> HierarchicalVQVAE:
+    """The model with weights drawn from ``(seed, "tokenizer.init")`` (identical on every rank)."""
+    with seeded_torch(seed, "tokenizer.init"):
+        return HierarchicalVQVAE(spec)
+
+
+def loss_terms(out: ModelOutput, batch: Batch, settings: TrainSettings) -> dict[str, torch.Tensor]:
+    """Scalar-feature MSE, temporal MSE, coarse-IC MSE, commitment; ``total`` is their weighted sum."""
+    terms = {"recon": torch.mean((out.x - batch["x"]) ** 2), "commit": out.commit_loss}
+    total = terms["recon"] + terms["commit"]
+    if out.temporal is not None:
+        terms["temporal"] = torch.mean((out.temporal - batch["temporal"]) ** 2)
+        total = total + settings.temporal_weight * terms["temporal"]
+    if out.ic is not None:
+        terms["ic"] = torch.mean((out.ic - out.ic_target) ** 2)
+        total = total + settings.ic_weight * terms["ic"]
+    terms["total"] = total
+    return terms
+
+
+def _codebooks_initialized(model: HierarchicalVQVAE) -> bool:
+    return all(bool(layer._codebook.initted) for q in model.quantizers for layer in q.layers)
+
+
+def _cat(batches: list[Batch]) -> Batch:
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+def _with_init(model: HierarchicalVQVAE, batches: Iterable[Batch], rows: int) -> Iterator[Batch]:
+    """Yield ``batches``; before the first one, k-means-initialise the codebooks from >= ``rows`` rows.
+
+    Every DDP rank holds the same number of equal-size batches, so all ranks reach the (collective)
+    initialisation at the same step.
+    """
+    it = iter(batches)
+    buffered: list[Batch] = []
+    n = 0
+    for b in it:
+        buffered.append(b)
+        n += b["x"].shape[0]
+        if n >= rows:
+            break
+    if buffered:
+        init = _cat(buffered)
+        model.initialize_codebooks(init["x"], init.get("temporal"), init.get("ic"))
+    yield from buffered
+    yield from it
+
+
+def train_model(
+    model: HierarchicalVQVAE,
+    settings: TrainSettings,
+    train_batches: Callable[[int], Iterable[Batch]],
+    validation_batches: Callable[[int], Iterable[Batch]] | None,
+    *,
+    start: TrainState | None = None,
+    on_epoch_end: Callable[[TrainState, dict], None] | None = None,
+    wrapped: nn.Module | None = None,
+    rank: int = 0,
+) -> TrainState:
+    """Train ``model`` for ``settings.epochs`` epochs (continuing from ``start`` if given).
+
+    ``train_batches(epoch)`` yields this rank's batches of an epoch; ``wrapped`` is the DDP wrapper
+    of ``model`` (training forwards go through it, evaluation uses ``model`` itself);
+    ``validation_batches(epoch)`` — None on ranks that do not evaluate. ``on_epoch_end(state, record)``
+    runs after every epoch (checkpoint + report under Ray). Returns the final state.
+    """
+    net = wrapped if wrapped is not None else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    history: list[dict] = []
+    first = 0
+    if start is not None:
+        model.load_state_dict(start.model_state)
+        optimizer.load_state_dict(start.optimizer_state)
+        history, first = list(start.history), start.epoch
+    state = start
+    with deterministic_algorithms():
+        for epoch in range(first, settings.epochs):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            rows = 0
+            with seeded_torch(settings.seed, "tokenizer.epoch", epoch, rank):
+                model.train()
+                batches = train_batches(epoch)
+                if not _codebooks_initialized(model):
+                    batches = _with_init(model, batches, settings.kmeans_init_rows)
+                for step, batch in enumerate(batches):
+                    seed = derive_key(settings.seed, "tokenizer.dropout", epoch, step)
+                    out = net(batch["x"], batch.get("temporal"), batch.get("ic"), dropout_seed=seed)
+                    terms = loss_terms(out, batch, settings)
+                    optimizer.zero_grad(set_to_none=True)
+                    terms["total"].backward()
+                    optimizer.step()
+                    n = batch["x"].shape[0]
+                    rows += n
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            record: dict = {"epoch": epoch, "attempt_start_epoch": first, "train_rows": rows,
+                            "train_seconds": time.perf_counter() - t0}
+            record.update({f"train_{k}": v / max(rows, 1) for k, v in sums.items()})
+            if validation_batches is not None:
+                record["validation"] = evaluate(model, validation_batches(epoch), settings.family_columns)
+            history.append(record)
+            state = _snapshot(epoch + 1, model, optimizer, history)
+            if on_epoch_end is not None:
+                on_epoch_end(state, record)
+    if state is None:  # nothing left to train: return the starting point as the final state
+        state = _snapshot(first, model, optimizer, history)
+    return state
+
+
+def _snapshot(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, history: list[dict]) -> TrainState:
+    """A TrainState holding copies (state_dict() aliases the live parameters), on the CPU."""
+    model_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return TrainState(epoch, model_state, copy.deepcopy(optimizer.state_dict()), list(history))
+
+
+def flat_metrics(record: dict) -> dict[str, float]:
+    """One epoch record as flat ``name: number`` pairs (for Ray Train's report and logs)."""
+    out = {k: v for k, v in record.items() if isinstance(v, int | float)}
+    val = record.get("validation")
+    if val:
+        for group, values in val["r2"].items():
+            for lv, v in enumerate(values, start=1):
+                out[f"val_r2_{group}_l{lv}"] = v
+        for lv in range(3):
+            out[f"codebook_usage_l{lv + 1}"] = val["codebook_usage"][lv]
+            out[f"perplexity_l{lv + 1}"] = val["perplexity"][lv]
+    return out

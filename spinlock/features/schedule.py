@@ -1,0 +1,54 @@
+"""When each kind of statistic is sampled during a rollout of T steps (a pure function of the config).
+
+``step`` statistics are sampled at the multiples of ``features.step_stride`` plus T; ``field``
+statistics (spectra, quantiles, histograms, morphology, multi-scale invariants) at the multiples of
+``features.field_stride`` plus T; sensitivity probes at 0, s, 2s, ... <= T; the scalar history at 0, h,
+2h, ... <= T with h chosen so at most ``features.history_length`` samples are kept. Statistics are
+additionally *computed* (not pooled) at the TEMPORAL steps, so SUMMARY never depends on
+``temporal_stride``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from spinlock.config.models import RunConfig
+from spinlock.features.names import temporal_steps
+
+
+def _multiples(stride: int, T: int) -> list[int]:
+    return sorted(set(range(stride, T + 1, stride)) | {T})
+
+
+def step_steps(cfg: RunConfig) -> list[int]:
+    return _multiples(cfg.features.step_stride, cfg.simulation.steps)
+
+
+def field_steps(cfg: RunConfig) -> list[int]:
+    return _multiples(cfg.features.field_stride, cfg.simulation.steps)
+
+
+def _with_temporal(cfg: RunConfig, steps: list[int]) -> set[int]:
+    return set(steps) | {t for t in temporal_steps(cfg) if t > 0}
+
+
+def step_compute_steps(cfg: RunConfig) -> set[int]:
+    """Steps >= 1 at which step statistics are evaluated (SUMMARY samples and TEMPORAL steps)."""
+    return _with_temporal(cfg, step_steps(cfg))
+
+
+def field_compute_steps(cfg: RunConfig) -> set[int]:
+    """Steps >= 1 at which field statistics are evaluated (SUMMARY samples and TEMPORAL steps)."""
+    return _with_temporal(cfg, field_steps(cfg))
+
+
+def probe_steps(cfg: RunConfig) -> list[int]:
+    return list(range(0, cfg.simulation.steps + 1, cfg.features.sensitivity.stride))
+
+
+def history_stride(cfg: RunConfig) -> int:
+    return max(1, math.ceil((cfg.simulation.steps + 1) / cfg.features.history_length))
+
+
+def history_steps(cfg: RunConfig) -> list[int]:
+    return list(range(0, cfg.simulation.steps + 1, history_stride(cfg)))

@@ -1,0 +1,353 @@
+"""Read-only view of a run directory for the plots: dataset.h5 metadata, features, tokens, tokenizer.
+
+Everything optional in the output contract (trajectories, tokens, tokenizer/, temporal features) is
+reported as ``None`` rather than raising, so each plot can be omitted with a reason. Rollouts come from
+``/trajectories`` when stored, otherwise from :func:`spinlock.replay.replay_operator` (bit-identical
+re-run). The HDF5 file is opened per call, never held, so a ``RunData`` is cheap and picklable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import yaml
+
+from spinlock.errors import DataError, SpinlockError
+
+DATASET_FILE = "dataset.h5"
+TOKENIZER_DIR = "tokenizer"
+SCALAR_FAMILIES = ("initial", "architecture", "summary")
+STATUS_NAMES = {0: "ok", 1: "diverged"}
+"""Known ``/status`` codes; any other code is shown as ``code <n>``."""
+
+
+def status_name(code: int) -> str:
+    return STATUS_NAMES.get(int(code), f"code {int(code)}")
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """One scalar feature family: ``values`` [N, D] float32 and one name per column."""
+
+    family: str
+    values: np.ndarray
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class TemporalTable:
+    """``values`` [N, T', D] float32, ``names`` [D], ``steps`` [T'] simulation step of each sample."""
+
+    values: np.ndarray
+    names: list[str]
+    steps: np.ndarray
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """``codes`` [N, K, L] int (column ``k*L + l`` of ``/tokens``; level 0 is the coarsest)."""
+
+    codes: np.ndarray
+    categories: list[str]
+
+    @property
+    def levels(self) -> int:
+        return int(self.codes.shape[2])
+
+    def category_index(self, category: str | int | None) -> int:
+        """Index of a category given by name or position (``None`` → 0), or a SpinlockError."""
+        k = len(self.categories)
+        if category is None:
+            return 0
+        if isinstance(category, int) or (isinstance(category, str) and category.isdigit()):
+            i = int(category)
+            if 0 <= i < k:
+                return i
+        elif category in self.categories:
+            return self.categories.index(category)
+        raise SpinlockError(f"unknown token category {category!r}; expected one of {self.categories} or 0..{k - 1}")
+
+
+@dataclass(frozen=True)
+class Category:
+    """A feature category from ``tokenizer/categories.json``."""
+
+    name: str
+    features: list[str]
+
+
+def _decode_str(a: np.ndarray) -> np.ndarray:
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(a).ravel()], dtype=object)
+
+
+def _json_attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    if isinstance(v, np.ndarray):
+        return [x.decode() if isinstance(x, bytes) else x for x in v.tolist()]
+    return v
+
+
+class RunData:
+    """A run output directory (``OUT/``) or a bare ``dataset.h5`` (its folder is taken as ``OUT/``)."""
+
+    def __init__(self, path: str | Path):
+        p = Path(path)
+        if p.is_file():
+            self.dataset_path, self.out_dir = p, p.parent
+        else:
+            self.out_dir, self.dataset_path = p, p / DATASET_FILE
+        if not self.dataset_path.is_file():
+            raise DataError(f"no dataset at {self.dataset_path} (expected a run directory containing {DATASET_FILE})")
+        with self._open() as f:
+            self.operator_index = np.asarray(f["operators/index"][()], dtype=np.int64)
+            self.status = np.asarray(f["status"][()], dtype=np.int64) if "status" in f else None
+            self.ic_types = _decode_str(f["ics/type"][()]) if "ics/type" in f else None
+            self.ic_shape = tuple(int(s) for s in f["ics/fields"].shape[1:]) if "ics/fields" in f else None
+            self.seed = int(f.attrs.get("seed", 0))
+            self._config_attr = f.attrs.get("config")
+            self.feature_widths = {
+                fam: int(f[f"features/{fam}"].shape[-1])
+                for fam in (*SCALAR_FAMILIES, "temporal")
+                if f"features/{fam}" in f
+            }
+            tr = f.get("trajectories")
+            self.trajectory_shape = tuple(int(s) for s in tr.shape) if tr is not None else None
+            self._stored_steps = self._trajectory_steps(tr) if tr is not None else None
+            self.n_parameters = int(f["parameters/values"].shape[1]) if "parameters/values" in f else None
+            self.has_tokens = "tokens" in f
+        self.n = int(self.operator_index.shape[0])
+        if self.status is None:
+            self.status = np.zeros(self.n, dtype=np.int64)
+        self._row_of = {int(g): r for r, g in enumerate(self.operator_index)}
+
+    def _open(self) -> h5py.File:
+        try:
+            return h5py.File(self.dataset_path, "r")
+        except OSError as e:
+            raise DataError(f"cannot open {self.dataset_path}: {e}") from e
+
+    @staticmethod
+    def _trajectory_steps(ds: h5py.Dataset) -> np.ndarray:
+        if "steps" in ds.attrs:
+            return np.asarray(ds.attrs["steps"], dtype=np.int64)
+        stride = int(ds.attrs.get("stride", 1))
+        return np.arange(ds.shape[2], dtype=np.int64) * stride
+
+    # ---- config ---------------------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """Resolved run config as a dict (file attr ``config``, else ``OUT/config.yaml``; {} if none)."""
+        text = self._config_attr
+        if text is None and (self.out_dir / "config.yaml").is_file():
+            text = (self.out_dir / "config.yaml").read_text()
+        if isinstance(text, bytes):
+            text = text.decode()
+        cfg = yaml.safe_load(text) if text else None
+        return cfg if isinstance(cfg, dict) else {}
+
+    def _sim(self, key: str) -> int | None:
+        v = self.config.get("simulation", {}).get(key)
+        return int(v) if v is not None else None
+
+    @property
+    def realizations(self) -> int | None:
+        return self.trajectory_shape[1] if self.trajectory_shape else self._sim("realizations")
+
+    @property
+    def channels(self) -> int | None:
+        return self.ic_shape[0] if self.ic_shape else self._sim("channels")
+
+    @property
+    def simulation_steps(self) -> int | None:
+        """Last simulation step T (from the config, else the last stored step)."""
+        t = self._sim("steps")
+        if t is None and self._stored_steps is not None:
+            t = int(self._stored_steps[-1])
+        return t
+
+    @property
+    def stored_steps(self) -> np.ndarray | None:
+        """Simulation steps held in ``/trajectories`` (``None`` when trajectories were not stored)."""
+        return self._stored_steps
+
+    @property
+    def stored_stride(self) -> int | None:
+        """Steps between stored frames (``None`` when trajectories were not stored)."""
+        st = self._stored_steps
+        if st is None:
+            return None
+        return int(st[1] - st[0]) if len(st) > 1 else max(1, int(self.simulation_steps or 1))
+
+    # ---- rows -----------------------------------------------------------------------------------
+
+    def rows_of(self, indices: Sequence[int]) -> list[int]:
+        """Row positions of global operator indices, or a SpinlockError naming the unknown ones."""
+        missing = [int(i) for i in indices if int(i) not in self._row_of]
+        if missing:
+            raise SpinlockError(
+                f"operator(s) {missing[:10]} not in {self.dataset_path} (indices "
+                f"{int(self.operator_index.min())}..{int(self.operator_index.max())})"
+            )
+        return [self._row_of[int(i)] for i in indices]
+
+    @property
+    def ok_rows(self) -> np.ndarray:
+        """Rows with status 0 (ok)."""
+        return np.flatnonzero(self.status == 0)
+
+    # ---- features and tokens --------------------------------------------------------------------
+
+    def features(self, family: str) -> FeatureTable | None:
+        """``/features/<family>`` [N, D] with names, or ``None`` when absent."""
+        with self._open() as f:
+            if f"features/{family}" not in f:
+                return None
+            ds = f[f"features/{family}"]
+            names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
+            values = np.asarray(ds[()], dtype=np.float32)
+        if len(names) != values.shape[-1]:
+            raise DataError(f"/features/{family}: {len(names)} names for {values.shape[-1]} columns")
+        return FeatureTable(family, values, names)
+
+    def temporal(self) -> TemporalTable | None:
+        """``/features/temporal`` [N, T', D] with names and the step of each sample, or ``None``."""
+        with self._open() as f:
+            if "features/temporal" not in f:
+                return None
+            ds = f["features/temporal"]
+            names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
+            values = np.asarray(ds[()], dtype=np.float32)
+            if "steps" in ds.attrs:
+                steps = np.asarray(ds.attrs["steps"], dtype=np.int64)
+            else:
+                steps = np.arange(values.shape[1], dtype=np.int64) * int(ds.attrs.get("stride", 1))
+        if len(names) != values.shape[-1] or len(steps) != values.shape[1]:
+            raise DataError(f"/features/temporal: shape {values.shape} vs {len(names)} names, {len(steps)} steps")
+        return TemporalTable(values, names, steps)
+
+    def tokens(self) -> Tokens | None:
+        """``/tokens`` as [N, K, L] codes with category names, or ``None`` before tokenization."""
+        with self._open() as f:
+            if "tokens" not in f:
+                return None
+            ds = f["tokens"]
+            flat = np.asarray(ds[()], dtype=np.int64)
+            levels = int(ds.attrs.get("levels", 3))
+            cats = _json_attr(ds.attrs.get("categories", []))
+        if levels < 1 or flat.shape[1] % levels:
+            raise DataError(f"/tokens has {flat.shape[1]} columns, not a multiple of levels={levels}")
+        k = flat.shape[1] // levels
+        names = [c["name"] if isinstance(c, dict) and "name" in c else str(c) for c in (cats or [])]
+        if len(names) != k:
+            names = [f"category {i}" for i in range(k)]
+        return Tokens(flat.reshape(-1, k, levels), names)
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.out_dir / TOKENIZER_DIR
+
+    def categories(self) -> list[Category] | None:
+        """Feature categories from ``tokenizer/categories.json`` (``{"categories": [{name, features}]}``)."""
+        path = self.tokenizer_dir / "categories.json"
+        if not path.is_file():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: invalid JSON ({e})") from e
+        items = doc.get("categories") if isinstance(doc, dict) else doc
+        if not isinstance(items, list) or not all(isinstance(c, dict) and "name" in c for c in items):
+            raise DataError(f"{path}: expected {{'categories': [{{'name': ..., 'features': [...]}}]}}")
+        return [Category(str(c["name"]), [str(x) for x in c.get("features", [])]) for c in items]
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Epoch records from ``tokenizer/metrics.jsonl`` (blank and non-object lines skipped)."""
+        path = self.tokenizer_dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        records = []
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{i}: invalid JSON ({e})") from e
+            if isinstance(rec, dict):
+                records.append(rec)
+        return records
+
+    # ---- rollouts -------------------------------------------------------------------------------
+
+    def frame_steps(self, last: int | None = None, stride: int | None = None) -> np.ndarray:
+        """Simulation steps to render: ``0, stride, 2 stride, ... <= last``.
+
+        Defaults: every stored step (or every step when replaying) up to the final one. With stored
+        trajectories ``stride`` must be a multiple of the stored stride.
+        """
+        t_max = self.simulation_steps
+        if t_max is None:
+            raise DataError(f"{self.dataset_path}: cannot tell the number of steps (no config, no trajectories)")
+        last = t_max if last is None else int(last)
+        if not 0 <= last <= t_max:
+            raise SpinlockError(f"--steps {last} out of range: the run has steps 0..{t_max}")
+        base = self.stored_stride or 1
+        stride = base if stride is None else int(stride)
+        if stride < 1 or stride % base:
+            raise SpinlockError(f"--stride {stride} must be a positive multiple of the stored stride {base}")
+        return np.arange(0, last + 1, stride, dtype=np.int64)
+
+    def trajectory(self, row: int, steps: Sequence[int], realizations: Sequence[int] | None = None) -> np.ndarray:
+        """Rollout of row ``row`` at simulation ``steps`` → float32 [M', T', C, H, W].
+
+        Read from ``/trajectories`` when stored, else re-run with ``spinlock.replay.replay_operator``.
+        """
+        steps = np.asarray(steps, dtype=np.int64)
+        m_all = self.realizations or 1
+        reals = list(range(m_all)) if realizations is None else [int(r) for r in realizations]
+        if not reals or any(not 0 <= r < m_all for r in reals):
+            raise SpinlockError(f"realizations {reals} out of range 0..{m_all - 1}")
+        stored = self._stored_steps
+        if stored is not None:
+            lookup = {int(v): i for i, v in enumerate(stored)}
+            missing = [int(v) for v in steps if int(v) not in lookup]
+            if missing:
+                raise SpinlockError(
+                    f"steps {missing[:8]} are not stored in /trajectories (stored: {stored[:3].tolist()}"
+                    f" ... {int(stored[-1])}); choose --stride as a multiple of the stored stride"
+                )
+            pos = np.array([lookup[int(v)] for v in steps], dtype=np.int64)
+            with self._open() as f:
+                ds = f["trajectories"]
+                if len(pos) > 1 and (np.diff(pos) == pos[1] - pos[0]).all() and pos[1] > pos[0]:
+                    sel: Any = slice(int(pos[0]), int(pos[-1]) + 1, int(pos[1] - pos[0]))
+                else:
+                    sel = pos.tolist()
+                out = np.stack([np.asarray(ds[row, r, sel], dtype=np.float32) for r in reals])
+            return out
+        full = self._replay(row)
+        if steps.max(initial=0) >= full.shape[1]:
+            raise DataError(f"replay of operator {int(self.operator_index[row])} returned {full.shape[1]} steps")
+        return np.ascontiguousarray(full[reals][:, steps], dtype=np.float32)
+
+    def _replay(self, row: int) -> np.ndarray:
+        from spinlock.replay import replay_operator
+
+        out = replay_operator(self.out_dir, int(self.operator_index[row])).trajectory
+        if out.ndim != 5:
+            raise DataError(f"replay_operator returned shape {out.shape}, expected [M, T+1, C, H, W]")
+        return out

@@ -1,0 +1,245 @@
+"""Ray generation driver: worker-count invariance, actor loss, driver interrupt, corrupt shards, failures.
+
+One local Ray (2 CPUs) serves the module; every run uses the tiny config (3 shards of 4 operators).
+The reference dataset comes from a 1-actor run; every other scenario must reproduce it array for array.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import ray
+from conftest import ROOT, tiny_config
+
+from spinlock.config import dump_config
+from spinlock.config.loading import ConfigError
+from spinlock.errors import SpinlockError
+from spinlock.storage.layout import shard_path
+
+pytestmark = pytest.mark.ray
+
+QUIET = {"distributed.cpu_headroom": 0}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # no dependence on a shared ~/.ray/auth_token
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    if old is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = old
+
+
+def datasets(path: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def assert_same(a: Path, b: Path) -> None:
+    da, db = datasets(a), datasets(b)
+    assert sorted(da) == sorted(db)
+    for name in da:
+        np.testing.assert_array_equal(da[name], db[name], err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def reference(local_ray, tmp_path_factory):
+    from spinlock.distributed.driver import generate
+
+    out = tmp_path_factory.mktemp("ref")
+    path = generate(tiny_config(**QUIET), out, workers=1, show_progress=False)
+    return path
+
+
+def test_reference_is_complete(reference):
+    d = datasets(reference)
+    assert d["operators/index"].tolist() == list(range(12))
+    assert d["trajectories"].shape[:3] == (12, 2, 5)  # N, M, steps/stride + 1
+    for m in range(2):  # stored step 0 of every realization is the initial condition
+        np.testing.assert_array_equal(d["trajectories"][:, m, 0], d["ics/fields"])
+
+
+def test_two_workers_identical_to_one(reference, tmp_path):
+    from spinlock.distributed.driver import GenerationRun
+
+    run = GenerationRun(tiny_config(**QUIET), tmp_path, workers=2, show_progress=False)
+    path = run.execute()
+    assert run.scheduler.shape.actors == 2
+    assert sorted(s.shard_id for s in run.report.completed) == [0, 1, 2]
+    assert_same(reference, path)
+
+
+def test_killed_actor_shard_is_retried(reference, tmp_path):
+    from spinlock.distributed.driver import GenerationRun
+
+    run = GenerationRun(tiny_config(**QUIET), tmp_path, workers=2, show_progress=False)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("path", run.execute()))
+    thread.start()
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and time.time() < deadline and thread.is_alive():
+        sched = run.scheduler
+        for slot, spec in list(sched.busy.items()) if sched else []:
+            actor = sched.actors[slot]
+            try:
+                shard, _ = ray.get(actor.progress.remote(), timeout=5)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                continue
+            if shard == spec.shard_id:  # mid-shard: run() is executing it
+                ray.kill(actor)
+                killed = spec.shard_id
+                break
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert killed is not None, "no actor was caught mid-shard"
+    assert run.report.retries >= 1 and run.report.replaced_actors >= 1 and not run.report.failed
+    assert sorted(s.shard_id for s in run.report.completed) == [0, 1, 2]  # each exactly once
+    assert not list((tmp_path / "shards").glob("*.tmp"))
+    assert_same(reference, result["path"])
+
+
+def test_interrupted_driver_resumes(reference, tmp_path):
+    """Ctrl-C on `spinlock generate` with its own embedded Ray, then the same command again."""
+    from spinlock.distributed.driver import GenerationRun
+
+    cfg = tiny_config(**QUIET)
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(dump_config(cfg))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spinlock.cli.main", "generate", str(cfg_file), "--out", str(out),
+         "--workers", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    first = shard_path(out, 0)
+    deadline = time.time() + 180
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert first.exists(), "first shard never appeared"
+    proc.send_signal(signal.SIGINT)
+    log = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, log
+    assert "Started a local Ray instance" in log and "interrupted; rerun the same command to resume" in log
+    assert not (out / "dataset.h5").exists()
+    stamp = first.stat().st_mtime_ns
+
+    run = GenerationRun(cfg, out, workers=2, show_progress=False)
+    path = run.execute()
+    assert 0 not in {s.shard_id for s in run.report.completed}  # kept, not regenerated
+    assert first.stat().st_mtime_ns == stamp
+    assert_same(reference, path)
+
+
+def test_corrupt_and_partial_shards_are_regenerated(reference, tmp_path):
+    import shutil
+
+    from spinlock.distributed.driver import GenerationRun
+
+    out = tmp_path / "out"
+    shutil.copytree(reference.parent, out)
+    bad = shard_path(out, 1)
+    bad.write_bytes(bad.read_bytes()[:4096])  # truncated: not an HDF5 file any more
+    two = shard_path(out, 2)
+    two.rename(two.with_name(two.name + ".tmp"))  # what a crash mid-write leaves
+    (out / "dataset.h5").unlink()
+    run = GenerationRun(tiny_config(**QUIET), out, workers=2, show_progress=False)
+    path = run.execute()
+    assert sorted(s.shard_id for s in run.report.completed) == [1, 2]
+    assert not list((out / "shards").glob("*.tmp"))
+    assert_same(reference, path)
+
+
+def test_failing_shard_bounded_retries_nonzero_exit(local_ray, tmp_path, capsys):
+    """A shard whose every attempt raises (its feature table path is a directory) fails alone."""
+    from spinlock.cli.main import main
+    from spinlock.storage.layout import parquet_path
+
+    cfg = tiny_config(**QUIET, **{"distributed.max_retries": 1})
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(dump_config(cfg))
+    out = tmp_path / "out"
+    parquet_path(out, 1).mkdir(parents=True)
+    code = main(["generate", str(cfg_file), "--out", str(out), "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = [x for x in err.splitlines() if x.startswith("spinlock generate: error:")]
+    assert len(line) == 1 and "1 shard(s) failed after 2 attempt(s)" in line[0]
+    assert "shard-00001.h5: IsADirectoryError" in line[0] and "shard-00000" not in line[0]
+    assert err.count("attempt 1 failed") == 1  # one retry, then given up
+    for k in (0, 2):
+        assert shard_path(out, k).exists() and parquet_path(out, k).is_file()
+    assert not (out / "dataset.h5").exists()
+
+
+def test_unrunnable_settings_fail_before_any_actor(local_ray, tmp_path):
+    from spinlock.distributed.driver import GenerationRun
+
+    with pytest.raises(SpinlockError, match="gpus_per_actor is 1 but this machine's Ray has no GPU"):
+        cfg = tiny_config(**{"distributed.gpus_per_actor": 1})
+        GenerationRun(cfg, tmp_path / "a", embedded=True).execute()
+    with pytest.raises(SpinlockError, match="precision: 'bf16' needs CUDA"):
+        GenerationRun(tiny_config(**{"simulation.precision": "bf16"}), tmp_path / "b").execute()
+    with pytest.raises(SpinlockError, match="device is 'cuda' but the actor pool has no GPUs"):
+        GenerationRun(tiny_config(**{"simulation.device": "cuda"}), tmp_path / "c").execute()
+
+
+def test_actor_that_cannot_start_stops_the_run(local_ray, tmp_path):
+    """bf16 on a node without CUDA fails in the actor's __init__: one clear error, no retry loop."""
+    from spinlock.distributed.cluster import PoolShape
+    from spinlock.distributed.scheduler import ShardScheduler
+    from spinlock.generate import plan_shards
+
+    cfg = tiny_config(**{"simulation.precision": "bf16"})
+    sched = ShardScheduler(cfg, str(tmp_path), PoolShape(1, 0.0, 1.0), "t", show_progress=False)
+    with pytest.raises(SpinlockError, match=r"actor could not start: .*precision: 'bf16' needs CUDA"):
+        sched.run(plan_shards(cfg))
+
+
+def test_pool_shape_from_config_and_capacity(monkeypatch):
+    from spinlock.config.distributed import DistributedConfig
+    from spinlock.distributed import cluster
+
+    caps = {"CPU": 8.0, "GPU": 0.0}
+    monkeypatch.setattr(cluster, "cluster_capacity", lambda r: caps[r])
+    d = DistributedConfig()
+    assert cluster.pool_shape(d, 100) == cluster.PoolShape(7, 0.0, 1.0)  # 8 CPUs - 1 headroom
+    assert cluster.pool_shape(d, 3).actors == 3  # never more actors than shards
+    assert cluster.pool_shape(d, 100, workers=2).actors == 2
+    assert cluster.pool_shape(DistributedConfig(cpus_per_actor=2), 100).actors == 3
+    assert cluster.pool_shape(DistributedConfig(max_actors=4), 100).actors == 4
+    caps["CPU"] = 1.0
+    assert cluster.pool_shape(d, 100).actors == 1  # headroom never leaves no actor
+    caps.update(GPU=4.0)
+    assert cluster.pool_shape(d, 100) == cluster.PoolShape(4, 1.0, 1.0)  # auto → 1 GPU each
+    assert cluster.pool_shape(DistributedConfig(gpus_per_actor=0.5), 100).actors == 8
+    assert cluster.pool_shape(DistributedConfig(gpus_per_actor=0), 100).num_gpus == 0
+    caps.update(GPU=0.0, CPU=0.0)  # autoscaling cluster, nothing connected, capacity unknown
+    g = DistributedConfig(gpus_per_actor=1, max_actors=3)
+    assert cluster.pool_shape(g, 100) == cluster.PoolShape(3, 1.0, 1.0)
+    assert cluster.pool_shape(DistributedConfig(gpus_per_actor=1), 100).actors == 1
+    with pytest.raises(SpinlockError, match="--workers must be >= 1"):
+        cluster.pool_shape(d, 10, workers=0)
+
+
+@pytest.mark.parametrize("key,value", [("gpus_per_actor", 2), ("gpus_per_actor", "gpu"),
+                                       ("cpus_per_actor", 0), ("max_retries", -1), ("workers", 2)])
+def test_distributed_config_is_strict(key, value):
+    with pytest.raises(ConfigError, match=f"distributed.{key}"):
+        tiny_config(**{f"distributed.{key}": value})

@@ -1,0 +1,164 @@
+"""Hierarchical VQ-VAE and its training core (no Ray): round trips, level ordering, determinism, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from synthetic_features import write_synthetic_run
+
+from spinlock.encoding.categories import CategoryDiscovery
+from spinlock.encoding.cleaning import FeatureCleaner
+from spinlock.encoding.icfields import ICReader
+from spinlock.encoding.metrics import evaluate
+from spinlock.encoding.model import LEVELS, ModelSpec, scale_codebook_sizes
+from spinlock.encoding.schema import FeatureSchema
+from spinlock.encoding.split import Split
+from spinlock.encoding.tokenizer import prepare_inputs
+from spinlock.encoding.training import TrainSettings, TrainState, build_model, train_model
+
+SEED = 5
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One torch thread: on a busy 2-core box, OpenMP spin-waiting makes 2 threads ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Cleaned training / validation inputs of a 300-operator synthetic run, and a small model spec."""
+    run = write_synthetic_run(tmp_path_factory.mktemp("model"), n_operators=300, n_shards=2)
+    schema, files = FeatureSchema.from_parquet_dir(run.out / "features")
+    batches = [schema.batch_from_arrow(pq.read_table(f)) for f in files]
+    split = Split(SEED, 0.2)
+    cleaner = FeatureCleaner(schema, split).fit(lambda: batches)
+    cats = CategoryDiscovery(2, 10).fit(cleaner.correlation_, cleaner.names_out).categories_
+    reader = ICReader(run.out / "dataset.h5")
+
+    def inputs(validation: bool) -> dict[str, torch.Tensor]:
+        parts = []
+        for b in batches:
+            keep = b.select((b.status == 0) & (split.is_validation(b.operator_index) == validation))
+            parts.append(prepare_inputs(cleaner, keep, reader.read(keep.operator_index), 8))
+        return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+
+    spec = ModelSpec(
+        category_columns=tuple(c.columns for c in cats), n_features=len(cleaner.names_out),
+        temporal_features=2, temporal_length=schema.temporal_length, ic_channels=2, ic_resolution=8,
+        latent_dim=8, hidden_dim=48, codebook_sizes=(4, 8, 16),
+        encoder_names=(*(c.name for c in cats), "temporal", "ic"),
+    )
+    return inputs(False), inputs(True), spec
+
+
+def _settings(epochs: int, seed: int = SEED) -> TrainSettings:
+    return TrainSettings(epochs=epochs, learning_rate=3e-3, weight_decay=0.0, temporal_weight=1.0,
+                         ic_weight=0.5, kmeans_init_rows=512, seed=seed)
+
+
+def _batches(train: dict[str, torch.Tensor], size: int = 32):
+    n = len(train["x"])
+
+    def epoch_batches(epoch: int):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        for lo in range(0, n - size + 1, size):
+            yield {k: v[perm[lo:lo + size]] for k, v in train.items()}
+    return epoch_batches
+
+
+def _train(data, epochs: int, seed: int = SEED, start: TrainState | None = None, states=None):
+    train, val, spec = data
+    model = build_model(spec, seed)
+    state = train_model(model, _settings(epochs, seed), _batches(train), lambda e: [val], start=start,
+                        on_epoch_end=(lambda s, r: states.append(s)) if states is not None else None)
+    model.load_state_dict(state.model_state)
+    return model.eval(), state
+
+
+def test_decoding_codes_equals_the_eval_forward(data):
+    train, _, spec = data
+    model = build_model(spec, 0)
+    model.initialize_codebooks(train["x"], train["temporal"], train["ic"])
+    model.eval()
+    idx, emb = model.encode(train["x"], train["temporal"], train["ic"])
+    out = model(train["x"], train["temporal"], train["ic"])
+    x, t, ic = model.decode_indices(idx)
+    assert torch.equal(idx, out.indices)
+    assert torch.allclose(x, out.x, atol=1e-6) and torch.allclose(t, out.temporal, atol=1e-6)
+    assert torch.allclose(ic, out.ic, atol=1e-6)
+    assert idx.shape == (len(train["x"]), spec.n_encoders, LEVELS) and emb.shape == (len(train["x"]), 28)
+    for lv, size in enumerate(spec.codebook_sizes):  # codes in range; counts sum to N
+        counts = torch.bincount(idx[:, :, lv].flatten(), minlength=size)
+        assert len(counts) == size and counts.sum() == idx.shape[0] * idx.shape[1]
+
+
+def test_each_level_lowers_reconstruction_error(data):
+    _, val, spec = data
+    model, state = _train(data, epochs=12)
+    history = state.history
+    assert history[-1]["train_total"] < 0.5 * history[0]["train_total"]
+    idx, _ = model.encode(val["x"], val["temporal"], val["ic"])
+    errors = [float(torch.mean((model.decode_indices(idx, lv)[0] - val["x"]) ** 2)) for lv in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2], errors
+    r2 = history[-1]["validation"]["r2"]["all"]
+    assert r2[0] < r2[1] < r2[2] and r2[2] > 0.5, r2
+    usage = history[-1]["validation"]["codebook_usage"]
+    assert all(0.0 < u <= 1.0 for u in usage)
+
+
+def test_training_is_deterministic_and_resumes_exactly(data):
+    _, val, spec = data
+    states: list[TrainState] = []
+    a, sa = _train(data, epochs=2, states=states)
+    _, sb = _train(data, epochs=2)
+    for k in sa.model_state:
+        assert torch.equal(sa.model_state[k], sb.model_state[k]), k
+    # resume from the epoch-0 checkpoint: the same final weights as the uninterrupted run
+    c, sc = _train(data, epochs=2, start=states[0])
+    for k in sa.model_state:
+        assert torch.equal(sa.model_state[k], sc.model_state[k]), k
+    assert [r["attempt_start_epoch"] for r in sc.history] == [0, 1]
+    assert torch.equal(a.encode(val["x"], val["temporal"], val["ic"])[0],
+                       c.encode(val["x"], val["temporal"], val["ic"])[0])
+    # another seed gives other weights and tokens after the same epoch
+    after_one = build_model(spec, SEED)
+    after_one.load_state_dict(states[0].model_state)
+    other, _ = _train(data, epochs=1, seed=SEED + 1)
+    args = (val["x"], val["temporal"], val["ic"])
+    assert not torch.equal(after_one.eval().encode(*args)[0], other.encode(*args)[0])
+
+
+def test_training_leaves_global_torch_state_alone(data):
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    _train(data, epochs=1)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_metrics_match_definitions(data):
+    _, val, spec = data
+    model = build_model(spec, 0)
+    model.initialize_codebooks(val["x"], val["temporal"], val["ic"])
+    m = evaluate(model, [val], {"initial": [0, 1]})
+    idx, _ = model.encode(val["x"], val["temporal"], val["ic"])
+    rx = model.decode_indices(idx, 3)[0].double()
+    y = val["x"].double()
+    r2_all = 1 - ((y - rx) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+    assert m["r2"]["all"][2] == pytest.approx(float(r2_all), abs=1e-6)
+    counts = np.bincount(idx[:, 0, 0].numpy(), minlength=spec.codebook_sizes[0])
+    p = counts[counts > 0] / counts.sum()
+    assert m["usage_by_encoder"][0][0] == pytest.approx((counts > 0).mean())
+    assert m["rows"] == len(val["x"]) and np.exp(-(p * np.log(p)).sum()) <= spec.codebook_sizes[0]
+
+
+def test_codebook_size_rule():
+    assert scale_codebook_sizes((128, 256, 512), 4096) == (128, 256, 512)
+    assert scale_codebook_sizes((128, 256, 512), 600) == (128, 128, 128)
+    assert scale_codebook_sizes((128, 256, 512), 3) == (2, 2, 2)

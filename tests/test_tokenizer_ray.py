@@ -1,0 +1,146 @@
+"""The tokenize stage end to end on a local Ray: Ray Data cleaning, Ray Train with a worker failure
+and resume, tokens in dataset.h5 and Parquet, ``spinlock encode``, Tokenizer.load, downstream readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from synthetic_features import write_synthetic_run
+
+from spinlock.cli.main import main
+from spinlock.data import OperatorDataset, read_operators
+from spinlock.distributed.train import FAULT_ENV, METRICS_FILE
+from spinlock.encoding.icfields import ICReader
+from spinlock.encoding.model import LEVELS
+from spinlock.encoding.outputs import token_column_names
+from spinlock.encoding.schema import FeatureNameMismatch
+from spinlock.encoding.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.ray
+
+TINY = {
+    "validation_fraction": 0.2,
+    "categories": {"min_categories": 2, "max_categories": 10},
+    "model": {"latent_dim": 8, "hidden_dim": 32, "ic_resolution": 8, "codebook_sizes": [8, 16, 16]},
+    "training": {"epochs": 3, "batch_size": 32, "max_failures": 1, "num_workers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tokenized(ray_local, tmp_path_factory):
+    """One ``spinlock tokenize`` whose training worker fails once at epoch 1 (FAULT_ENV hook)."""
+    tmp = tmp_path_factory.mktemp("tok")
+    run = write_synthetic_run(tmp / "run", n_operators=160, n_shards=2, seed=11, tokenizer=TINY)
+    marker = tmp / "fault-marker"
+    os.environ[FAULT_ENV] = str(marker)
+    try:
+        assert main(["tokenize", str(run.out)]) == 0
+    finally:
+        del os.environ[FAULT_ENV]
+    assert marker.exists()  # the fault really fired
+    with h5py.File(run.out / "dataset.h5", "r") as f:
+        tokens = f["tokens"][()]
+    return run, tokens
+
+
+def test_training_resumed_from_the_epoch_checkpoint(tokenized):
+    run, _ = tokenized
+    history = [json.loads(line) for line in (run.out / "tokenizer" / METRICS_FILE).read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [0, 1, 2]  # epoch 0 ran once: resumed, not restarted
+    assert [r["attempt_start_epoch"] for r in history] == [0, 1, 1]
+    for r in history:
+        v = r["validation"]
+        assert len(v["codebook_usage"]) == LEVELS and all(0 < u <= 1 for u in v["codebook_usage"])
+        assert set(v["r2"]) >= {"all", "initial", "architecture", "summary", "temporal", "ic"}
+
+
+def test_tokens_in_dataset_and_parquet(tokenized):
+    run, tokens = tokenized
+    tok = Tokenizer.load(run.out / "tokenizer")
+    cats = tok.category_names
+    assert cats[-2:] == ["temporal", "ic"] and len(cats) == 8  # 6 planted groups + temporal + ic
+    with h5py.File(run.out / "dataset.h5", "r") as f:
+        assert f["tokens"].dtype == np.int32 and f["tokens"].shape == (run.n_operators, len(cats) * LEVELS)
+        assert json.loads(f["tokens"].attrs["categories"]) == cats and f["tokens"].attrs["levels"] == 3
+        learned = f["features/initial_learned"]
+        assert learned.shape == (run.n_operators, 28) and np.isfinite(learned[()]).all()
+        assert [str(n) for n in learned.attrs["names"]][:2] == ["learned_00", "learned_01"]
+        assert learned[()].std(axis=0).min() > 0  # a trained embedding, not a constant
+    sizes = np.array(tok.spec.codebook_sizes * len(cats))
+    assert (tokens >= 0).all() and (tokens < sizes).all()
+    table = pq.read_table(run.out / "tokens.parquet")
+    assert table.column_names == ["operator_index", *token_column_names(cats)]
+    assert np.array_equal(table.column("operator_index").to_numpy(), np.arange(run.n_operators))
+    assert np.array_equal(np.stack([table.column(c).to_numpy() for c in table.column_names[1:]], 1), tokens)
+
+
+def test_tokenizer_load_reproduces_tokens_in_process(tokenized):
+    run, tokens = tokenized
+    tok = Tokenizer.load(run.out / "tokenizer")
+    reader = ICReader(run.out / "dataset.h5")
+    for path in sorted((run.out / "features").glob("*.parquet")):
+        table = pq.read_table(path)
+        idx = table.column("operator_index").to_numpy()
+        out = tok.encode_table(table, reader.read(idx))
+        assert np.array_equal(out.tokens, tokens[idx])
+    renamed = table.rename_columns([("summary.renamed" if c == "summary.g5.f1" else c)
+                                    for c in table.column_names])
+    with pytest.raises(FeatureNameMismatch, match="summary.g5.f1"):
+        tok.encode_table(renamed, reader.read(idx))
+
+
+def test_encode_command_reproduces_tokens(tokenized, tmp_path):
+    run, tokens = tokenized
+    copy = tmp_path / "copy"
+    shutil.copytree(run.out, copy, ignore=shutil.ignore_patterns("tokenizer", "tokens.parquet"))
+    with h5py.File(copy / "dataset.h5", "a") as f:
+        del f["tokens"]
+    assert main(["encode", str(copy), "--tokenizer", str(run.out / "tokenizer")]) == 0
+    with h5py.File(copy / "dataset.h5", "r") as f:
+        assert np.array_equal(f["tokens"][()], tokens)
+    assert (copy / "tokens.parquet").is_file()
+
+
+def test_encode_command_refuses_other_feature_names(tokenized, tmp_path, capsys):
+    run, _ = tokenized
+    other = write_synthetic_run(tmp_path / "other", n_operators=40, n_shards=1)
+    path = other.out / "features" / "shard-00000.parquet"
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"spinlock"])
+    meta["names"]["summary"] = ["renamed" if n == "g5.f1" else n for n in meta["names"]["summary"]]
+    table = table.rename_columns(["summary.renamed" if c == "summary.g5.f1" else c for c in table.column_names])
+    pq.write_table(table.replace_schema_metadata({b"spinlock": json.dumps(meta).encode()}), path)
+    assert main(["encode", str(other.out), "--tokenizer", str(run.out / "tokenizer")]) == 2
+    assert "missing 1: 'summary.g5.f1'" in capsys.readouterr().err
+
+
+def test_downstream_dataset_and_ray_reader(tokenized):
+    run, tokens = tokenized
+    ds = OperatorDataset(run.out / "dataset.h5")
+    assert len(ds) == run.n_operators
+    item = ds[7]
+    assert torch.equal(item["tokens"], torch.from_numpy(tokens[7]))
+    assert item["ic"].shape == (2, 16, 16) and item["features.temporal"].shape == (8, 2)
+    assert ds.names()["tokens"][-1] == "ic" and ds.names()["features.initial_learned"][0] == "learned_00"
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=2)  # handle reopened per worker
+    assert torch.equal(torch.cat([b["tokens"] for b in loader]), torch.from_numpy(tokens))
+    rows = read_operators(run.out, fields=["operator_index", "tokens", "ic"], rows_per_block=50)
+    got = {int(i): t for b in rows.iter_batches(batch_format="numpy")
+           for i, t in zip(b["operator_index"], b["tokens"], strict=True)}
+    assert len(got) == run.n_operators and all(np.array_equal(got[i], tokens[i]) for i in got)
