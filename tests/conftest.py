@@ -26,6 +26,7 @@ def tiny_config(**overrides):
         "sharding.operators_per_shard=4",
         "storage.trajectories.stride=2",
         "storage.trajectories.dtype=float32",
+        "initial_conditions.mix=[{type: gaussian_random_field}]",
     ]
     extra = [f"{k}={v}" for k, v in overrides.items()]
     return load_config(ROOT / "configs" / "quickstart.yaml", base + extra)
