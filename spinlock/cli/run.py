@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from spinlock.cli.generate import positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config YAML")
     p.add_argument("--out", default=None, help="output directory (default: runs/<name>); rerun to resume")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join ('auto' or HOST:PORT); default: RAY_ADDRESS, else an embedded Ray")
-    p.add_argument("--workers", type=int, default=None, help="cap on concurrent generation actors")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="at most N generation actors at once (caps distributed.max_actors)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted path), validated like the file; repeatable")
 
