@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from sklearn.metrics import adjusted_rand_score
 from synthetic_features import write_synthetic_run
 
@@ -14,14 +13,6 @@ from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.split import Split
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One torch thread: on a busy 2-core box, OpenMP spin-waiting makes 2 threads ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def cleaned(tmp_path_factory):

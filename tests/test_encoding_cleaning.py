@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from synthetic_features import write_synthetic_run
 
 from spinlock.encoding.cleaning import FeatureCleaner
@@ -15,14 +14,6 @@ from spinlock.encoding.schema import FeatureBatch, FeatureNameMismatch, FeatureS
 from spinlock.encoding.sketch import BottomKSample, Moments
 from spinlock.encoding.split import Split
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One torch thread: on a busy 2-core box, OpenMP spin-waiting makes 2 threads ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

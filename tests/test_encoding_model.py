@@ -22,14 +22,6 @@ SEED = 5
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One torch thread: on a busy 2-core box, OpenMP spin-waiting makes 2 threads ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Cleaned training / validation inputs of a 300-operator synthetic run, and a small model spec."""

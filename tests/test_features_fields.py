@@ -14,15 +14,6 @@ from spinlock.features.morphology import morphology_stats, periodic_components
 from spinlock.features.spectral import Spectrum
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and reduction-order differences)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _one(x: np.ndarray) -> fields.Standardized:
     """[C, H, W] or [H, W] numpy → Standardized with leading dims [1, 1]."""
     t = torch.as_tensor(x, dtype=torch.float32)

@@ -12,15 +12,6 @@ from spinlock.config import config_from_dict
 from spinlock.features import FeatureObserver, feature_names
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and reduction-order differences)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(steps: int, channels: int = 2, realizations: int = 2, grid: int = 16, **features):
     return config_from_dict({
         "simulation": {"num_operators": 4, "grid": grid, "channels": channels, "steps": steps,

@@ -22,15 +22,6 @@ from spinlock.sampling.space import sample
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and reduction-order differences)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(grid=16, channels=3, steps=12, realizations=2, family="cnn", **features):
     return config_from_dict({
         "operators": {"family": family},

@@ -24,15 +24,6 @@ from spinlock.features.names import CATEGORIES, INITIAL_STATS
 from spinlock.operators.registry import DERIVED_KEYS, get_family
 from spinlock.sampling.space import sample
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and reduction-order differences)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 SPACE = {
     "depth": {"type": "integer", "low": 2, "high": 4},
     "width": {"type": "choice", "values": [16, 32]},

@@ -5,24 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-import torch
-
 from spinlock.cli.main import main
 from spinlock.ics import ic_types
 from spinlock.ics.describe import format_markdown, param_docs
 from spinlock.ics.registry import TIER_NAMES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "initial-conditions.md"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids OpenMP overhead on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_listing_shows_every_type_by_tier_with_parameters(capsys):

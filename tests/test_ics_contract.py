@@ -22,16 +22,6 @@ GRID = 32
 KEYS = [derive_key(7, "ics-contract", i) for i in range(4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one intra-op thread avoids OpenMP overhead (and oversubscription stalls
-    when the suite shares a 2-core machine); the previous setting is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_registry_has_28_types_in_5_tiers():
     per_tier = {t: sum(ic.tier == t for ic in ic_types().values()) for t in TIER_NAMES}
     assert per_tier == {0: 7, 1: 5, 2: 5, 3: 5, 4: 6}

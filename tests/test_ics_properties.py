@@ -20,16 +20,6 @@ from spinlock.rng import BatchRandom, derive_key
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are small: one intra-op thread avoids OpenMP overhead (and oversubscription stalls
-    when the suite shares a 2-core machine); the previous setting is restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def keys(n: int, stream: str = "ics-properties") -> BatchRandom:
     return BatchRandom([derive_key(11, stream, i) for i in range(n)])
 
