@@ -10,7 +10,10 @@ Two layers:
   distinct tuples give independent keys; no ``seed + i`` overlaps between streams or steps).
 * :class:`BatchRandom` turns one key per sample into vectorised tensors on any device with a
   SplitMix64-style integer hash of ``(key, call, element)``. Integer arithmetic is exact on CPU and
-  CUDA, so uniform draws are identical on both; normals use Box-Muller in float64.
+  CUDA, so ``uniform64``/``integers`` draws are identical on both. The per-step noise draws
+  (``normal``, ``laplace``) split each 64-bit hash into two 32-bit uniforms and work in float32:
+  the rollout draws B·M·C·H·W of them every step, and this costs a quarter of one hash per value
+  plus float64 Box-Muller (measured 2.0 ms → 0.5 ms for 32×3×32² normals on a 2-core x86 VM).
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ class BatchRandom:
         c = torch.tensor(2 * int(counter), dtype=torch.int64, device=self.device)
         return BatchRandom(mix64(mix64(self.keys) ^ mix64(c + _GOLDEN)), self.device)
 
+    def subset(self, rows: torch.Tensor) -> BatchRandom:
+        """The same streams for a subset of samples, at the same call index (draws equal the full
+        batch's rows ``rows``), so work can be spent only where a draw is needed."""
+        sub = BatchRandom(self.keys.index_select(0, rows.to(self.device)), self.device)
+        sub._call = self._call
+        return sub
+
     @property
     def batch(self) -> int:
         return int(self.keys.shape[0])
@@ -116,11 +126,25 @@ class BatchRandom:
         b = _lsr(self._bits(shape), 11).double()
         return (b + 0.5) * (1.0 / (1 << 53))
 
+    def _uniform32_pair(self, shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Two float32 uniforms in (0, 1) per 64-bit hash: [B, ceil(n/2)] each, and n."""
+        n = math.prod(int(s) for s in shape)
+        bits = self._bits(((n + 1) // 2,))
+        scale = 2.0**-32
+        u1 = (_lsr(bits, 32).float() + 0.5) * scale
+        u2 = ((bits & 0xFFFFFFFF).float() + 0.5) * scale
+        return u1, u2, n
+
+    def _pairs_to_shape(self, a: torch.Tensor, b: torch.Tensor, n: int, shape: Sequence[int]) -> torch.Tensor:
+        return torch.cat([a, b], dim=1)[:, :n].reshape(self.batch, *(int(s) for s in shape))
+
     def normal(self, *shape: int) -> torch.Tensor:
-        """[B, *shape] float32 standard normal (Box-Muller in float64)."""
-        u1 = self.uniform64(*shape)
-        u2 = self.uniform64(*shape)
-        return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).float()
+        """[B, *shape] float32 standard normal: Box-Muller in float32, both outputs of each pair used
+        (32-bit uniforms bound |z| by 6.7, a tail of probability 2e-11)."""
+        u1, u2, n = self._uniform32_pair(shape)
+        r = torch.sqrt(-2.0 * torch.log(u1))
+        theta = (2.0 * math.pi) * u2
+        return self._pairs_to_shape(r * torch.cos(theta), r * torch.sin(theta), n, shape)
 
     def integers(self, low: int, high: int, *shape: int) -> torch.Tensor:
         """[B, *shape] int64 uniform in [low, high)."""
@@ -130,6 +154,11 @@ class BatchRandom:
         return (low + torch.floor(u * (high - low))).long().clamp_(low, high - 1)
 
     def laplace(self, *shape: int) -> torch.Tensor:
-        """[B, *shape] float32 Laplace with unit variance (scale 1/sqrt(2))."""
-        u = self.uniform64(*shape) - 0.5
-        return (-torch.sign(u) * torch.log1p(-2.0 * u.abs()) / math.sqrt(2.0)).float()
+        """[B, *shape] float32 Laplace with unit variance (scale 1/sqrt(2)), inverse CDF in float32."""
+        u1, u2, n = self._uniform32_pair(shape)
+
+        def inv(u: torch.Tensor) -> torch.Tensor:
+            c = u - 0.5
+            return -torch.sign(c) * torch.log1p(-2.0 * c.abs()) * (1.0 / math.sqrt(2.0))
+
+        return self._pairs_to_shape(inv(u1), inv(u2), n, shape)

@@ -53,3 +53,26 @@ def test_distributions():
     # successive draws are uncorrelated
     a, b = r.normal(10_000).double().flatten(), r.normal(10_000).double().flatten()
     assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 4 / math.sqrt(a.numel())
+
+
+def test_subset_continues_the_same_streams():
+    keys = [derive_key(5, "sub", i) for i in range(5)]
+    full, part = BatchRandom(keys), BatchRandom(keys)
+    a0, a1 = full.normal(3, 7), full.laplace(3, 7)  # odd element count: pairs are cut at n
+    part.normal(3, 7)
+    rows = torch.tensor([3, 0])
+    assert torch.equal(part.subset(rows).laplace(3, 7), a1[[3, 0]])
+    assert a0.shape == (5, 3, 7)
+
+
+def test_box_muller_pair_members_are_independent():
+    """Both outputs of each 64-bit hash are used (first and second half of a draw): they must be
+    uncorrelated in value and in magnitude, and normal in distribution (KS test)."""
+    from scipy import stats
+
+    z = BatchRandom([derive_key(1, "bm", 0)]).normal(200_000).double().flatten()
+    a, b = z[:100_000], z[100_000:]
+    lim = 4 / math.sqrt(a.numel())
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < lim
+    assert abs(torch.corrcoef(torch.stack([a**2, b**2]))[0, 1]) < lim
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3

@@ -81,7 +81,7 @@ class BatchDynamics:
         self.sigma = [float(r["noise_level"]) for r in records]
         self.types = [r["noise_type"] for r in records]
         self.mult = f([t == "multiplicative" for t in self.types])
-        self.is_laplace = f([t == "laplace" for t in self.types]).bool()
+        self.any_mult = "multiplicative" in self.types
         a, b = [], []
         for r in records:
             h = float(r["step_size"])
@@ -89,7 +89,12 @@ class BatchDynamics:
             a.append({"autoregressive": 0.0, "residual": 1.0, "convex": 1.0 - h}[pol])
             b.append({"autoregressive": 1.0, "residual": h, "convex": h}[pol])
         self.a, self.b = f(a), f(b)
-        self.any_laplace = "laplace" in self.types
+        lap_ops = [i for i, t in enumerate(self.types) if t == "laplace"]
+        self.laplace_ops = torch.tensor(lap_ops, dtype=torch.long, device=device)
+        self.laplace_rows = (
+            torch.tensor([i * realizations + r for i in lap_ops for r in range(realizations)], device=device)
+            if lap_ops else None
+        )
         self.correlated = [i for i, t in enumerate(self.types) if t == "correlated"]
         if self.correlated:
             self.filters = self._filters([float(records[i]["noise_correlation_length"]) for i in self.correlated])
@@ -112,8 +117,9 @@ class BatchDynamics:
         rng = self.rng.spawn(t)
         shape = (self.B, self.M, self.C, self.N, self.N)
         xi = rng.normal(self.C, self.N, self.N).view(shape)
-        if self.any_laplace:
-            xi = torch.where(self.is_laplace, rng.laplace(self.C, self.N, self.N).view(shape), xi)
+        if self.laplace_rows is not None:  # drawn only for Laplace operators' rows, at the same call index
+            lap = rng.subset(self.laplace_rows).laplace(self.C, self.N, self.N)
+            xi = xi.index_copy(0, self.laplace_ops, lap.view(-1, *shape[1:]))
         if self.correlated:
             idx = torch.tensor(self.correlated, device=self.device)
             sel = xi.index_select(0, idx).double()
@@ -128,5 +134,6 @@ class BatchDynamics:
     def update(self, x: torch.Tensor, fx: torch.Tensor, t: int) -> torch.Tensor:
         """x_{t} from x_{t-1} and f(x_{t-1}), [B, M, C, H, W]."""
         eta = self.noise(t)
-        y = fx + eta * torch.where(self.mult > 0, fx, torch.ones_like(fx))
-        return self.a * x + self.b * y
+        if self.any_mult:  # ỹ = y + η for additive rows, y (1 + η) = y + η·y for multiplicative rows
+            eta = torch.where(self.mult > 0, eta * fx, eta)
+        return torch.addcmul(self.a * x, self.b, fx + eta)
