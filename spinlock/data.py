@@ -7,7 +7,8 @@ once tokenized) as [D] vectors, ``features.temporal`` [T', D], and ``tokens`` [K
 Column names are in :meth:`OperatorDataset.names`.
 
 The HDF5 file is opened lazily by the process that reads (each DataLoader worker, each Ray actor)
-and is never pickled, so the objects can be sent to workers freely.
+and is never pickled, so the objects can be sent to workers freely. Trajectories are read from
+``/trajectories`` or, for ``storage.trajectories.format: zarr``, from the Zarr array the file records.
 
     >>> ds = OperatorDataset("runs/quickstart/dataset.h5")          # doctest: +SKIP
     >>> loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=2)  # doctest: +SKIP
@@ -29,6 +30,7 @@ import torch
 
 from spinlock.encoding.icfields import read_rows
 from spinlock.errors import DataError
+from spinlock.storage import zarrstore
 
 # field name → path inside dataset.h5
 _PATHS = {
@@ -61,13 +63,24 @@ class _Lazy:
     def __init__(self, path: str):
         self.path = path
         self._file: h5py.File | None = None
+        self._trajectories = None
         self._pid = -1
 
     def get(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r", locking=False)
+            self._trajectories = None
             self._pid = os.getpid()
         return self._file
+
+    def dataset(self, key: str):
+        """``f[key]``; ``trajectories`` may instead live in the run's Zarr array (same indexing)."""
+        f = self.get()
+        if key != "trajectories":
+            return f[key]
+        if self._trajectories is None:
+            self._trajectories = zarrstore.open_trajectories(f, self.path)
+        return self._trajectories
 
     def __getstate__(self) -> dict:
         return {"path": self.path}
@@ -79,7 +92,8 @@ class _Lazy:
 def available_fields(path: str | Path) -> list[str]:
     """Fields present in the file, in :data:`_PATHS` order."""
     with h5py.File(_resolve(path), "r", locking=False) as f:
-        return [name for name, key in _PATHS.items() if key in f]
+        return [name for name, key in _PATHS.items()
+                if key in f or (key == "trajectories" and zarrstore.ATTR in f.attrs)]
 
 
 class OperatorDataset(torch.utils.data.Dataset):
@@ -110,15 +124,13 @@ class OperatorDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not -self._len <= i < self._len:
             raise IndexError(f"operator row {i} out of range for {self._len} operators")
-        f = self._h5.get()
-        return {name: torch.as_tensor(np.asarray(f[_PATHS[name]][i])) for name in self.fields}
+        return {name: torch.as_tensor(np.asarray(self._h5.dataset(_PATHS[name])[i])) for name in self.fields}
 
     def names(self) -> dict[str, list[str]]:
         """Column names of the vector fields (features, parameters) and token categories."""
         out = {}
-        f = self._h5.get()
         for name in self.fields:
-            attrs = f[_PATHS[name]].attrs
+            attrs = self._h5.dataset(_PATHS[name]).attrs
             if "names" in attrs:
                 out[name] = [str(n) for n in attrs["names"]]
             if name == "tokens" and "categories" in attrs:
@@ -135,8 +147,7 @@ class _ReadRows:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = np.asarray(batch["id"], dtype=np.int64)
-        f = self._h5.get()
-        return {name: read_rows(f[_PATHS[name]], rows) for name in self.fields}
+        return {name: read_rows(self._h5.dataset(_PATHS[name]), rows) for name in self.fields}
 
 
 def read_operators(path: str | Path, fields: Sequence[str] | None = None, rows_per_block: int = 256,

@@ -26,7 +26,7 @@ from spinlock.rng import derive_key
 from spinlock.rollout.engine import RolloutEngine, resolve_device
 from spinlock.sampling.space import SampledSet, choices_json, sample
 from spinlock.storage.layout import CONFIG_FILE, parquet_path, shard_path
-from spinlock.storage.shard import ShardWriter
+from spinlock.storage.shard import ShardInfo, ShardWriter
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,13 @@ def run_shard(
     out_dir: str | Path,
     progress: Callable[[int], None] | None = None,
     device: torch.device | None = None,
+    root: str | None = None,
 ) -> ShardSummary:
-    """Generate one shard into ``out_dir/shards`` (atomic) and its Parquet table into ``out_dir/features``."""
+    """Generate one shard into ``out_dir/shards`` (atomic) and its Parquet table into ``out_dir/features``.
+
+    ``root``: the run's real output when ``out_dir`` is a staging folder (``s3://...``); Zarr trajectories
+    (``storage.trajectories.format: zarr``) are written there directly. Default: ``out_dir``.
+    """
     from spinlock.features import FeatureObserver, extract_architecture, extract_initial, feature_names
     from spinlock.features import temporal_steps as feature_steps
     from spinlock.storage.parquet import export_parquet
@@ -125,8 +130,13 @@ def run_shard(
     sim = cfg.simulation
     sampled = sample(cfg, range(spec.start, spec.stop))
     path = shard_path(out_dir, spec.shard_id)
+    zarr_writer = None
+    if cfg.storage.trajectories.format == "zarr":
+        from spinlock.storage.zarrstore import ZarrTrajectoryWriter
+
+        zarr_writer = ZarrTrajectoryWriter(cfg, root or out_dir, spec.start, spec.stop)
     writer = ShardWriter(path, cfg, spec.shard_id, sampled.index, sampled.names, choices_json(cfg),
-                         feature_names(cfg), feature_steps(cfg))
+                         feature_names(cfg), feature_steps(cfg), trajectories=zarr_writer)
     diverged = 0
     try:
         for b0, b1 in batch_bounds(cfg, spec):
@@ -212,16 +222,33 @@ def shard_indices(specs: Sequence[ShardSpec]) -> np.ndarray:
     return np.concatenate([np.arange(s.start, s.stop) for s in specs]) if specs else np.zeros(0, np.int64)
 
 
-def pending_shards(cfg: RunConfig, out_dir: str | Path) -> tuple[list[ShardSpec], list[ShardSpec]]:
-    """Split the plan into (complete, to_run); partial/corrupt/mismatched shard files are removed."""
-    from spinlock.storage.parquet import export_parquet
-    from spinlock.storage.shard import shard_state
+def pending_shards(
+    cfg: RunConfig, out_dir: str | Path, root: str | None = None, infos: dict[int, ShardInfo] | None = None
+) -> tuple[list[ShardSpec], list[ShardSpec]]:
+    """Split the plan into (complete, to_run); partial/corrupt/mismatched shard files are removed.
 
+    ``infos``: filled with what the scan read of each complete shard (indices, labels), for
+    ``merge_shards(..., shards=infos)``, so that the merge does not open those shards again.
+
+    With Zarr trajectories a shard is complete only if its chunks are written too (under ``root``, the
+    run's real output, default ``out_dir``); a shard file whose chunks are missing is regenerated.
+    """
+    from spinlock.storage.parquet import export_parquet
+    from spinlock.storage.shard import inspect_shard
+
+    specs, chash = plan_shards(cfg), config_hash(cfg)
+    chunks_ok = [True] * len(specs)
+    if cfg.storage.trajectories.format == "zarr":
+        from spinlock.storage.zarrstore import covered
+
+        chunks_ok = covered(cfg, root or str(out_dir), [(s.start, s.stop) for s in specs])
     done, todo = [], []
-    for spec in plan_shards(cfg):
+    for spec, ok in zip(specs, chunks_ok, strict=True):
         path = shard_path(out_dir, spec.shard_id)
-        state = shard_state(path, cfg)
-        if state == "complete":
+        found = inspect_shard(path, chash, labels=infos is not None)
+        if not isinstance(found, str) and ok:
+            if infos is not None:
+                infos[spec.shard_id] = found
             if not parquet_path(out_dir, spec.shard_id).exists():
                 export_parquet(path, parquet_path(out_dir, spec.shard_id))
             done.append(spec)

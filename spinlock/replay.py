@@ -19,6 +19,7 @@ from spinlock.config.loading import config_from_dict
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError
 from spinlock.storage.layout import DATASET_FILE
+from spinlock.storage.zarrstore import open_trajectories
 
 
 def resolve_dataset(path: str | Path) -> Path:
@@ -94,8 +95,8 @@ def compare_with_stored(path: str | Path, rep: Replay) -> dict[str, object]:
             "ic_equal": bool(np.array_equal(f["ics/fields"][r], rep.ic)),
             "status_equal": int(f["status"][r]) == rep.status,
         }
-        if "trajectories" in f:
-            ds = f["trajectories"]
+        ds = open_trajectories(f, p)  # /trajectories, or the run's Zarr array
+        if ds is not None:
             stride = int(ds.attrs["stride"])
             stored = ds[r]
             mine = rep.trajectory[:, ::stride].astype(ds.dtype)

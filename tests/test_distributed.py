@@ -114,11 +114,13 @@ def test_killed_actor_shard_is_retried(reference, tmp_path):
     assert_same(reference, result["path"])
 
 
-def test_interrupted_driver_resumes(reference, tmp_path):
+def test_interrupted_driver_resumes(local_ray, tmp_path):
     """Ctrl-C on `spinlock generate` with its own embedded Ray, then the same command again."""
-    from spinlock.distributed.driver import GenerationRun
+    from spinlock.distributed.driver import GenerationRun, generate
 
-    cfg = tiny_config(**QUIET)
+    # 16 shards, so that the run is still going when the first shard lands and SIGINT is sent
+    cfg = tiny_config(**QUIET, **{"simulation.num_operators": 64})
+    reference = generate(cfg, tmp_path / "ref", workers=1, show_progress=False)
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(dump_config(cfg))
     out = tmp_path / "out"

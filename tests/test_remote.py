@@ -104,3 +104,43 @@ def test_missing_bucket_is_a_clear_error(s3, tmp_path):
     cfg = tiny_config(**{"distributed.staging_dir": str(tmp_path)})
     with pytest.raises(SpinlockError, match="bucket 'no-such-bucket' does not exist"):
         generate(cfg, "s3://no-such-bucket/run", show_progress=False)
+
+
+def test_s3_zarr_trajectories_go_straight_to_the_bucket(s3, tmp_path):
+    """``storage.trajectories.format: zarr``: chunks are written into the bucket by the actors, never staged."""
+    import zarr
+
+    from spinlock.data import OperatorDataset
+    from spinlock.distributed.driver import GenerationRun, generate
+    from spinlock.storage.checker import check_file
+
+    stage = tmp_path / "stage"
+    cfg = tiny_config(**{"distributed.cpu_headroom": 0, "distributed.staging_dir": str(stage),
+                         "storage.trajectories.format": "zarr"})
+    local = generate(cfg, tmp_path / "local", workers=2, show_progress=False)
+    url = "s3://spinlock-test/runs/zarr"
+    staged = generate(cfg, url, workers=2, show_progress=False)
+
+    keys = sorted(k.split("runs/zarr/", 1)[1] for k in s3.fs.find("spinlock-test/runs/zarr"))
+    chunks = [k for k in keys if k.startswith("trajectories.zarr/c/")]
+    assert "trajectories.zarr/zarr.json" in keys and len(chunks) == 12 * 2  # N × M chunks of 5 steps
+    assert not any(p.name == "trajectories.zarr" for p in stage.rglob("*"))  # no local copy
+    ref = zarr.open_array(tmp_path / "local" / "trajectories.zarr", mode="r")[:]
+    remote = zarr.open_array(f"{url}/trajectories.zarr", mode="r")
+    assert np.array_equal(remote[:].view(np.uint32), ref.view(np.uint32))
+    with h5py.File(staged, "r") as f:
+        assert f.attrs["trajectories_store"] == f"{url}/trajectories.zarr" and "trajectories" not in f
+    assert check_file(staged) == []
+    assert np.array_equal(OperatorDataset(staged, fields=["trajectory"])[7]["trajectory"].numpy(), ref[7])
+    a, b = read_all(local), read_all(staged)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(b[name], a[name], err_msg=name)
+
+    # a chunk lost from the bucket: its (published, complete) shard is regenerated on resume
+    s3.fs.rm_file(f"spinlock-test/runs/zarr/{chunks[len(chunks) // 2]}")
+    run = GenerationRun(cfg, url, workers=2, show_progress=False)
+    run.execute()
+    assert [s.shard_id for s in run.report.completed] == [1]
+    assert np.array_equal(zarr.open_array(f"{url}/trajectories.zarr", mode="r")[:].view(np.uint32),
+                          ref.view(np.uint32))

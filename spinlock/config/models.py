@@ -62,11 +62,25 @@ class TrajectoryStorage(Strict):
     """Store steps 0, stride, 2*stride, ... <= steps."""
     dtype: Literal["float16", "float32"] = "float32"
     """Storage dtype of /trajectories (computation is always float32 or the CUDA precision)."""
+    format: Literal["hdf5", "zarr"] = "hdf5"
+    """``hdf5``: /trajectories inside each shard (staged locally for an object-store --out). ``zarr``: one
+    Zarr v3 array OUT/trajectories.zarr [N, M, Ts, C, H, W] written chunk by chunk straight to its final
+    place (a folder, or the bucket through fsspec: no local copy); the shards keep everything else."""
+
+    @model_validator(mode="after")
+    def _format_needs_store(self) -> TrajectoryStorage:
+        if self.format == "zarr" and not self.store:
+            raise ValueError(
+                "format 'zarr' needs store: true (store is false, so there are no trajectories to write);"
+                " set store: true or leave format at 'hdf5'"
+            )
+        return self
 
 
 class StorageConfig(Strict):
     codec: Literal["lz4", "zstd", "gzip", "none"] = "lz4"
-    """Chunk codec for large arrays: Blosc-lz4/zstd via hdf5plugin, or gzip (portable)."""
+    """Chunk codec for large arrays: Blosc-lz4/zstd (hdf5plugin in HDF5, zarr's Blosc codec for Zarr
+    trajectories), or gzip (portable)."""
     level: int = Field(5, ge=0, le=9)
     """Compression level of the codec (ignored by ``none``)."""
     trajectories: TrajectoryStorage = TrajectoryStorage()

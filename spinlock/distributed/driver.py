@@ -33,6 +33,7 @@ from spinlock.storage.layout import (
 )
 from spinlock.storage.merge import merge_shards
 from spinlock.storage.remote import RemoteStore, is_remote
+from spinlock.storage.shard import ShardInfo
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,15 @@ class GenerationRun:
         prepare_output(cfg, self.local)
         if self.remote is not None:
             self.remote.upload(self.local / CONFIG_FILE, CONFIG_FILE)
-        done, todo = pending_shards(cfg, self.local)
+        root = self.remote.url if self.remote is not None else str(self.local)
+        verified: dict[int, ShardInfo] = {}  # complete shards as read by the scan: the merge reuses them
+        done, todo = pending_shards(cfg, self.local, root=root, infos=verified)
         if self.remote is not None:
             self._reconcile(done, todo)
+        if todo and cfg.storage.trajectories.format == "zarr":
+            from spinlock.storage.zarrstore import open_for_write
+
+            open_for_write(cfg, root)  # create the array once, and refuse another run's, before any actor
         if todo:
             shape = pool_shape(cfg.distributed, len(todo), self.workers)
             self._precheck(shape)
@@ -96,9 +103,10 @@ class GenerationRun:
         else:
             log.info("generate: all %d shard(s) already complete", len(done))
         if self.remote is None:
-            return merge_shards(cfg, self.local)
+            return merge_shards(cfg, self.local, shards=verified)
         self._pull_new()
-        path = merge_shards(cfg, self.local, mode="copy")  # virtual datasets cannot point into a bucket
+        # virtual datasets cannot point into a bucket
+        path = merge_shards(cfg, self.local, mode="copy", shards=verified)
         self.remote.upload(path, DATASET_FILE)
         return path
 

@@ -62,7 +62,8 @@ class ShardWorker:
             last = now
 
         try:
-            summary = run_shard(self.cfg, spec, self.out, progress=progress)
+            root = self.remote.url if self.remote is not None else None  # Zarr trajectories go there
+            summary = run_shard(self.cfg, spec, self.out, progress=progress, root=root)
             if self.remote is not None:
                 self._publish(spec.shard_id)
             return summary

@@ -2,7 +2,9 @@
 
 The spec is data (``SPEC``) so the checker, ``spinlock info --check`` and the format test all read the
 same table. Shapes are written with the symbols of the doc: N operators, P parameters, M realizations,
-Ts stored steps, C channels, H=W grid, T' temporal samples, D* feature widths.
+Ts stored steps, C channels, H=W grid, T' temporal samples, D* feature widths. With Zarr trajectories
+(``storage.trajectories.format: zarr``) the recorded array is checked too: shape, chunks, dtype, attrs,
+and that every chunk of the file's operators is written.
 """
 
 from __future__ import annotations
@@ -46,6 +48,21 @@ def _dtype_ok(ds: h5py.Dataset, want: str) -> bool:
     return ds.dtype.name in want.split("|")
 
 
+def _check_zarr(f: h5py.File, path: Path, cfg) -> list[str]:
+    """With ``storage.trajectories.format: zarr``: the recorded array's metadata and this file's chunks."""
+    from spinlock.storage import zarrstore
+
+    if "trajectories" in f:
+        return ["trajectories: an HDF5 dataset although storage.trajectories.format is zarr"]
+    if zarrstore.ATTR not in f.attrs:
+        return [f"missing root attribute {zarrstore.ATTR!r} (storage.trajectories.format is zarr)"]
+    if "shard_id" in f.attrs:
+        start, stop = int(f.attrs["operator_start"]), int(f.attrs["operator_stop"])
+    else:
+        start, stop = 0, int(f["operators/index"].shape[0])
+    return zarrstore.check(cfg, zarrstore.resolve(path, f.attrs), start, stop)
+
+
 def check_file(path: str | Path) -> list[str]:
     """Problems found in a shard or dataset file (empty list = conforms)."""
     problems: list[str] = []
@@ -72,9 +89,10 @@ def check_file(path: str | Path) -> list[str]:
             "N": f["operators/index"].shape[0], "P": len(cfg.parameters), "M": sim.realizations,
             "Ts": cfg.stored_steps, "C": sim.channels, "H": sim.grid,
         }
+        zarr = cfg.storage.trajectories.format == "zarr"
         for path_, symbols, dtype, attrs, optional in SPEC:
             if path_ not in f:
-                if not optional or (path_ == "trajectories" and cfg.storage.trajectories.store):
+                if not optional or (path_ == "trajectories" and cfg.storage.trajectories.store and not zarr):
                     problems.append(f"missing dataset {path_!r}")
                 continue
             ds = f[path_]
@@ -96,6 +114,8 @@ def check_file(path: str | Path) -> list[str]:
                     problems.append(f"{path_}: {len(names)} names for {ds.shape[-1]} columns")
                 if len(set(names)) != len(names):
                     problems.append(f"{path_}: column names are not unique")
+        if zarr:
+            problems += _check_zarr(f, Path(path), cfg)
         if not problems:
             idx = f["operators/index"][()]
             if len(np.unique(idx)) != len(idx):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spinlock.config.models import RunConfig
 
 SHARDS_DIR = "shards"
 FEATURES_DIR = "features"
 DATASET_FILE = "dataset.h5"
 CONFIG_FILE = "config.yaml"
 FEATURE_FAMILIES = ("initial", "architecture", "summary", "temporal")
+TRAJECTORIES_ZARR = "trajectories.zarr"  # storage.trajectories.format: zarr
 
 # per-operator datasets: path -> (row axis is always 0). Large ones are chunked + compressed.
 LARGE = ("ics/fields", "trajectories")
@@ -36,3 +40,10 @@ def compression_kwargs(codec: str, level: int) -> dict[str, Any]:
     import hdf5plugin
 
     return dict(hdf5plugin.Blosc(cname=codec, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+def trajectory_chunk_steps(cfg: RunConfig) -> int:
+    """Stored steps per trajectory chunk: ~1 MiB chunks of (1 operator, 1 realization, k steps)."""
+    sim, st = cfg.simulation, cfg.storage.trajectories
+    frame = sim.channels * sim.grid * sim.grid * (2 if st.dtype == "float16" else 4)
+    return int(max(1, min(cfg.stored_steps, (1 << 20) // frame)))

@@ -3,13 +3,17 @@
 Virtual datasets point at the shard files by *relative* path (``shards/shard-NNNNN.h5``), so an output
 folder can be moved or copied as a whole. String datasets (IC labels) are always copied: they are tiny.
 Before writing, the merge checks that every planned shard is complete and that every operator index
-appears exactly once.
+appears exactly once; each shard is verified with a single low-level open (``inspect_shard``), or not
+at all when the resume scan of this run already read it and the file is unchanged. Zarr trajectories
+(``storage.trajectories.format: zarr``) stay where they are: dataset.h5 records their location (attr
+``trajectories_store``) once every chunk is found written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
@@ -19,7 +23,7 @@ from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError
 from spinlock.storage.layout import DATASET_FILE, LARGE, SHARDS_DIR, compression_kwargs, shard_name, shard_path
-from spinlock.storage.shard import shard_state
+from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard
 
 PROVENANCE_ATTRS = ("format_version", "spinlock_version", "seed", "config", "config_hash")
 
@@ -44,8 +48,63 @@ def check_indices(indices: np.ndarray, n: int) -> None:
         )
 
 
-def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None) -> Path:
-    """Write ``out_dir/dataset.h5`` from the shards of the plan; returns its path."""
+def verified_shards(cfg: RunConfig, out_dir: str | Path, known: Mapping[int, ShardInfo] | None = None
+                    ) -> list[ShardInfo]:
+    """ShardInfo of every planned shard in plan order; DataError naming the incomplete ones.
+
+    ``known``: infos already read this run (``pending_shards``) are reused while their file is unchanged,
+    so a resumed run opens each shard once, not twice. Others are read with one open each.
+    """
+    from spinlock.generate import plan_shards
+
+    out, chash, known = Path(out_dir), config_hash(cfg), known or {}
+    infos: list[ShardInfo] = []
+    bad: dict[int, str] = {}
+    for s in plan_shards(cfg):
+        path = shard_path(out, s.shard_id)
+        info = known.get(s.shard_id)
+        if info is None or info.path != path or not info.labels or not info.unchanged():
+            info = inspect_shard(path, chash)
+        if isinstance(info, str):
+            bad[s.shard_id] = info
+        else:
+            infos.append(info)
+    if bad:
+        listed = ", ".join(f"{shard_name(k)} ({v})" for k, v in list(bad.items())[:10])
+        raise DataError(f"merge: {len(bad)} shard(s) not complete: {listed}")
+    return infos
+
+
+def _virtual_layout(name: str, shape: tuple[int, ...], dtype: np.dtype, sources: list[tuple[bytes, int]]
+                    ) -> h5py.VirtualLayout:
+    """Map consecutive row blocks of ``name`` to (relative file, rows) ``sources`` in order.
+
+    The same mappings as ``layout[a:b] = VirtualSource(...)``, built with low-level calls: that path
+    makes h5py selection objects for every mapping, and a merge makes one per shard and dataset.
+    """
+    layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+    vspace = h5py.h5s.create_simple(shape)
+    tail = shape[1:]
+    origin = (0,) * len(tail)
+    src_spaces: dict[int, h5py.h5s.SpaceID] = {}  # one per distinct row count (set_virtual copies)
+    key = name.encode()
+    start = 0
+    for rel, r in sources:
+        if r and 0 not in tail:
+            if r not in src_spaces:
+                src_spaces[r] = h5py.h5s.create_simple((r, *tail))
+            vspace.select_hyperslab((start, *origin), (r, *tail))
+            layout.dcpl.set_virtual(vspace, rel, key, src_spaces[r])
+        start += r
+    return layout
+
+
+def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
+                 shards: Mapping[int, ShardInfo] | None = None) -> Path:
+    """Write ``out_dir/dataset.h5`` from the shards of the plan; returns its path.
+
+    ``shards``: per-shard infos already verified this run (see :func:`verified_shards`).
+    """
     from spinlock.generate import plan_shards
     from spinlock.sampling.metrics import stratification_metrics
     from spinlock.sampling.space import all_unit_points
@@ -53,23 +112,12 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None) -
     out = Path(out_dir)
     mode = mode or cfg.storage.merge
     specs = plan_shards(cfg)
-    bad = {s.shard_id: st for s in specs if (st := shard_state(shard_path(out, s.shard_id), cfg)) != "complete"}
-    if bad:
-        listed = ", ".join(f"{shard_name(k)} ({v})" for k, v in list(bad.items())[:10])
-        raise DataError(f"merge: {len(bad)} shard(s) not complete: {listed}")
+    infos = verified_shards(cfg, out, shards)  # one open per shard (none for reused infos)
     n = cfg.simulation.num_operators
-    indices, rows = [], []
-    strings: dict[str, list[np.ndarray]] = {}  # tiny per-operator labels, read in the same pass
-    for s in specs:
-        with h5py.File(shard_path(out, s.shard_id), "r") as f:
-            idx = f["operators/index"][()]
-            if not strings:
-                strings = {k: [] for k in _datasets(f) if h5py.check_string_dtype(f[k].dtype) is not None}
-            for name, parts in strings.items():
-                parts.append(f[name][()])
-        indices.append(idx)
-        rows.append(len(idx))
-    check_indices(np.concatenate(indices), n)
+    check_indices(np.concatenate([i.index for i in infos]), n)
+    rows = [i.rows for i in infos]
+    sources = [(f"{SHARDS_DIR}/{shard_name(s.shard_id)}".encode(), r) for s, r in zip(specs, rows, strict=True)]
+    copies: list[tuple[str, h5py.Dataset]] = []  # copy mode: filled shard by shard below
 
     first = shard_path(out, specs[0].shard_id)
     target = out / DATASET_FILE
@@ -81,34 +129,39 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None) -
             raise DataError(f"merge: {first} was written by a different config")
         g.attrs["num_shards"] = len(specs)
         g.attrs["merge"] = mode
+        if "trajectories_store" in f0.attrs:  # Zarr trajectories: record where, refuse missing chunks
+            from spinlock.storage import zarrstore
+
+            g.attrs["trajectories_store"] = f0.attrs["trajectories_store"]
+            if problems := zarrstore.check(cfg, zarrstore.resolve(target, g.attrs), 0, n):
+                raise DataError(f"merge: {'; '.join(problems)}")
         for name in _datasets(f0):
             src = f0[name]
             shape = (n, *src.shape[1:])
             is_str = h5py.check_string_dtype(src.dtype) is not None
-            if mode == "virtual" and not is_str:
-                layout = h5py.VirtualLayout(shape=shape, dtype=src.dtype)
-                start = 0
-                for s, r in zip(specs, rows, strict=True):
-                    rel = f"{SHARDS_DIR}/{shard_name(s.shard_id)}"
-                    layout[start : start + r] = h5py.VirtualSource(rel, name, shape=(r, *src.shape[1:]))
-                    start += r
-                ds = g.create_virtual_dataset(name, layout, fillvalue=None)
-            elif is_str:
-                ds = g.create_dataset(name, data=np.concatenate(strings[name]), dtype=src.dtype)
+            if is_str != (name in STRING_DATASETS):
+                raise DataError(f"merge: {first}:{name} is {'' if is_str else 'not '}a string dataset;"
+                                f" the format's string datasets are {STRING_DATASETS}")
+            if is_str:  # read by verified_shards
+                ds = g.create_dataset(name, data=np.concatenate([i.labels[name] for i in infos]), dtype=src.dtype)
+            elif mode == "virtual":
+                ds = g.create_virtual_dataset(name, _virtual_layout(name, shape, src.dtype, sources), fillvalue=None)
             else:
                 comp = compression_kwargs(cfg.storage.codec, cfg.storage.level) if name in LARGE else {}
                 ds = g.create_dataset(name, shape, dtype=src.dtype, chunks=src.chunks, **comp)
-                start = 0
-                for s, r in zip(specs, rows, strict=True):
-                    with h5py.File(shard_path(out, s.shard_id), "r") as fs:
-                        if src.chunks and src.ndim > 2:
-                            for i in range(r):  # bounded memory for trajectories
-                                ds[start + i] = fs[name][i]
-                        else:
-                            ds[start : start + r] = fs[name][()]
-                    start += r
+                copies.append((name, ds))
             for k, v in src.attrs.items():
                 ds.attrs[k] = v
+        start = 0
+        for info in infos if copies else ():  # each shard opened once for all its datasets
+            with h5py.File(info.path, "r") as fs:
+                for name, ds in copies:
+                    if ds.chunks and ds.ndim > 2:
+                        for i in range(info.rows):  # bounded memory for trajectories
+                            ds[start + i] = fs[name][i]
+                    else:
+                        ds[start : start + info.rows] = fs[name][()]
+            start += info.rows
         g["parameters"].attrs["stratification"] = json.dumps(stratification_metrics(all_unit_points(cfg)))
     os.replace(tmp, target)
     return target

@@ -11,6 +11,7 @@ import numpy as np
 
 from spinlock.errors import DataError
 from spinlock.rollout.engine import STATUS_NAMES
+from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
 
 def _fmt_bytes(n: float) -> str:
@@ -61,9 +62,10 @@ def describe(path: str | Path) -> str:
         ic = f["ics/fields"]
         types = Counter(s.decode() if isinstance(s, bytes) else s for s in f["ics/type"][()])
         lines.append(f"  ICs {tuple(ic.shape[1:])}: " + ", ".join(f"{k} {v}" for k, v in types.most_common()))
-        if "trajectories" in f:
-            t = f["trajectories"]
-            lines.append(f"  trajectories {tuple(t.shape)} {t.dtype}, stride {t.attrs['stride']},"
+        t = open_trajectories(f, p)
+        if t is not None:
+            where = f" in Zarr {t.location}" if isinstance(t, ZarrRows) else ""
+            lines.append(f"  trajectories {tuple(t.shape)} {t.dtype}{where}, stride {t.attrs['stride']},"
                          f" {_fmt_bytes(np.prod(t.shape) * t.dtype.itemsize)} uncompressed")
         else:
             lines.append("  trajectories: not stored (use `spinlock replay` to re-run an operator)")

@@ -7,6 +7,8 @@ multipart uploads at ``CompleteMultipartUpload``), so a shard key in the bucket 
 complete file: no temp key and no rename are needed, and a crash before the upload simply leaves the
 shard to be regenerated. The driver downloads the shards into its own staging folder and merges them
 there as a *copy* (an HDF5 virtual dataset cannot point at objects), then uploads ``dataset.h5``.
+With ``storage.trajectories.format: zarr`` the trajectories bypass staging: actors write their chunks
+straight into the bucket (:mod:`spinlock.storage.zarrstore`) and the staged shards stay small.
 
 Credentials and endpoints come from the environment of each node (instance profile / workload identity,
 ``AWS_*`` variables, ``AWS_ENDPOINT_URL`` for S3-compatible servers), never from the run config.

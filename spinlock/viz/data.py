@@ -2,8 +2,9 @@
 
 Everything optional in the output contract (trajectories, tokens, tokenizer/, temporal features) is
 reported as ``None`` rather than raising, so each plot can be omitted with a reason. Rollouts come from
-``/trajectories`` when stored, otherwise from :func:`spinlock.replay.replay_operator` (bit-identical
-re-run). The HDF5 file is opened per call, never held, so a ``RunData`` is cheap and picklable.
+``/trajectories`` (or the run's Zarr array with ``storage.trajectories.format: zarr``) when stored,
+otherwise from :func:`spinlock.replay.replay_operator` (bit-identical re-run). The HDF5 file is opened
+per call, never held, so a ``RunData`` is cheap and picklable.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import yaml
 
 from spinlock.errors import DataError, SpinlockError
+from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
 DATASET_FILE = "dataset.h5"
 TOKENIZER_DIR = "tokenizer"
@@ -123,7 +125,7 @@ class RunData:
                 for fam in (*SCALAR_FAMILIES, "temporal")
                 if f"features/{fam}" in f
             }
-            tr = f.get("trajectories")
+            tr = open_trajectories(f, self.dataset_path)  # /trajectories or the run's Zarr array
             self.trajectory_shape = tuple(int(s) for s in tr.shape) if tr is not None else None
             self._stored_steps = self._trajectory_steps(tr) if tr is not None else None
             self.n_parameters = int(f["parameters/values"].shape[1]) if "parameters/values" in f else None
@@ -140,7 +142,7 @@ class RunData:
             raise DataError(f"cannot open {self.dataset_path}: {e}") from e
 
     @staticmethod
-    def _trajectory_steps(ds: h5py.Dataset) -> np.ndarray:
+    def _trajectory_steps(ds: h5py.Dataset | ZarrRows) -> np.ndarray:
         if "steps" in ds.attrs:
             return np.asarray(ds.attrs["steps"], dtype=np.int64)
         stride = int(ds.attrs.get("stride", 1))
@@ -332,7 +334,7 @@ class RunData:
                 )
             pos = np.array([lookup[int(v)] for v in steps], dtype=np.int64)
             with self._open() as f:
-                ds = f["trajectories"]
+                ds = open_trajectories(f, self.dataset_path)
                 if len(pos) > 1 and (np.diff(pos) == pos[1] - pos[0]).all() and pos[1] > pos[0]:
                     sel: Any = slice(int(pos[0]), int(pos[-1]) + 1, int(pos[1] - pos[0]))
                 else:
