@@ -118,8 +118,8 @@ def test_interrupted_driver_resumes(local_ray, tmp_path):
     """Ctrl-C on `spinlock generate` with its own embedded Ray, then the same command again."""
     from spinlock.distributed.driver import GenerationRun, generate
 
-    # 16 shards, so that the run is still going when the first shard lands and SIGINT is sent
-    cfg = tiny_config(**QUIET, **{"simulation.num_operators": 64})
+    # 16 shards of ~0.2 s each, so that the run is still going when the first shard lands and SIGINT is sent
+    cfg = tiny_config(**QUIET, **{"simulation.num_operators": 64, "simulation.grid": 32, "simulation.steps": 24})
     reference = generate(cfg, tmp_path / "ref", workers=1, show_progress=False)
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(dump_config(cfg))

@@ -136,8 +136,8 @@ def test_multiscale_octave_variance_ratio():
     x = tier0.multiscale_grf_raw(p, keys(4), 2, 64, CPU).double()
     spec = torch.fft.fft2(x).abs() ** 2
     f = torch.fft.fftfreq(64, 1 / 64, dtype=torch.float64)
-    kk = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
-    energy = [spec[..., (kk >= 2 * 2**j / math.sqrt(2)) & (kk < 2 * 2**j * math.sqrt(2))].sum(-1) for j in range(4)]
+    k2 = f[:, None] ** 2 + f[None, :] ** 2  # exact: band j is |k|² in [4·4^j/2, 4·4^j·2), edges included
+    energy = [spec[..., (k2 >= 2 * 4**j) & (k2 < 8 * 4**j)].sum(-1) for j in range(4)]
     for j in range(1, 4):
         assert torch.allclose(energy[j] / energy[0], torch.full_like(energy[0], 0.5**j), rtol=1e-6)
 

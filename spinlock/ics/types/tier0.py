@@ -15,7 +15,7 @@ from spinlock.ics.geometry import coords, integer_wavevector, plane_phase, sq_di
 from spinlock.ics.noise import smooth_random_field, white_noise
 from spinlock.ics.params import ICParams, choices, draw, draw_choice, draw_int, ispan, span
 from spinlock.ics.registry import register, standardize
-from spinlock.ics.spectral import TWO_PI, filtered_noise, power_law_amplitude, rfft_weights, wavenumbers
+from spinlock.ics.spectral import TWO_PI, filtered_noise, power_law_amplitude, rfft_weights, wavevectors
 from spinlock.rng import BatchRandom
 
 
@@ -169,10 +169,20 @@ class MultiscaleParams(ICParams):
 
 
 def band_index(grid: int, k0: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Octave band of each rfft mode for base wavenumbers ``k0`` [B] → [B, 1, H, W//2+1] (−1 at k=0)."""
-    k = wavenumbers(grid, device)
-    j = torch.floor(torch.log2(k.clamp_min(1e-9) / k0[:, None, None]) + 0.5)
-    return torch.where(k > 0, j, torch.full_like(j, -1)).long()[:, None]
+    """Octave band of each rfft mode for base wavenumbers ``k0`` [B] → [B, 1, H, W//2+1] (−1 at k=0).
+
+    Band j holds |k| in [k0·2^(j-½), k0·2^(j+½)). Modes sit exactly on these edges (|k|² = 8 for k0 = 2),
+    and ``log2`` rounds differently on different CPUs' vector units, so the log is only a first guess:
+    it is corrected with exact comparisons of the integer |k|² against k0²·2^(2j±1) (ldexp is exact).
+    """
+    ky, kx = wavevectors(grid, device)
+    k2 = (ky**2 + kx**2)[None]  # exact integers in float64
+    q = k0.to(torch.float64).view(-1, 1, 1) ** 2
+    j = torch.floor(0.5 * torch.log2(k2.clamp_min(0.5) / q) + 0.5)
+    edge = lambda e: torch.ldexp(q, e.to(torch.int64))  # noqa: E731  q·2^e, exact
+    j = j - (k2 < edge(2 * j - 1)).to(j.dtype)
+    j = j + (k2 >= edge(2 * j + 1)).to(j.dtype)
+    return torch.where(k2 > 0, j, torch.full_like(j, -1)).long()[:, None]
 
 
 def multiscale_grf_raw(
