@@ -1,6 +1,6 @@
 """Rollout engine throughput vs a bare-torch loop of the same convolutions, measured side by side.
 
-    python bench/rollout.py [--grid 32] [--steps 32] [--operators 16] [--realizations 2]
+    python bench/rollout.py [--grid 32] [--steps 32] [--operators 16] [--realizations 2] [--threads N]
 
 Prints sample-steps/s (one sample-step = one realization of one operator advanced one step) for:
   engine        the batched engine on a batch of same-shape operators (grouped conv per layer)
@@ -65,7 +65,10 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = resolve_device("auto")
     torch.set_flush_denormal(True)
     cfg = load_config("configs/quickstart.yaml", [

@@ -172,6 +172,34 @@ def test_circular_padding_commutes_with_periodic_shift():
     assert torch.allclose(torch.roll(fx, (3, 5), (-2, -1)), fs, atol=1e-5)
 
 
+@pytest.mark.parametrize("k,width,padding", [(1, 8, "circular"), (3, 32, "circular"), (5, 4, "reflect"),
+                                             (3, 8, "zeros")])
+def test_cpu_conv_paths_equal_one_grouped_convolution(monkeypatch, k, width, padding):
+    """The CPU paths (per-operator chunks, expand-shift for narrow layers) compute the same function as one
+    grouped convolution per layer (the CUDA path), to float32 summation-order error."""
+    from spinlock.operators import cnn
+
+    cfg = tiny_config()
+    acts, norms = ["relu", "tanh", "sin", "gelu"], ["none", "instance", "layer", "none"]
+    records = [base_record(cfg, kernel_size=k, width=width, depth=3, padding_mode=padding, activation=a,
+                           normalization=n, bias=True) for a, n in zip(acts, norms, strict=True)]
+    x = torch.randn(4, 2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    cpu = cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU)
+    modes = (["im2col", "direct", "expand"] if width >= 16 else ["expand"] * 3) if k > 1 else ["direct"] * 3
+    assert cpu.chunk == 1 and cpu.modes == modes
+    monkeypatch.setattr(cnn, "CPU_CHUNK", 4)
+    monkeypatch.setattr(cnn, "NARROW_CHANNELS", 0)
+    grouped = cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU)
+    assert grouped.chunk == 4 and grouped.modes == ["direct"] * 3
+    monkeypatch.setattr(cnn, "NARROW_CHANNELS", 16)  # the CPU paths with several operators per call
+    wide = cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU)
+    assert wide.chunk == 4 and wide.modes == modes
+    b = grouped.forward(x)
+    for a in (cpu.forward(x), wide.forward(x)):
+        assert a.shape == b.shape == x.shape
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
 def test_fp16_refused_on_cpu():
     cfg = tiny_config(**{"simulation.precision": "bf16"})
     rec = base_record(cfg)
