@@ -8,7 +8,7 @@ and the merge time. Runs alternate (1, 2, 1, 2, ...) and the best of each is com
 the noise of a shared machine. Then the 2-vs-1 throughput ratio (target ≥ 1.7 on 2 free cores for
 CPU-bound shards) and a check that both datasets are identical. Usage::
 
-    PYTHONPATH=. python bench/scaling.py [--operators 64] [--per-shard 8] [--grid 48] [--steps 64]
+    PYTHONPATH=. python bench/scaling.py [--operators 128] [--per-shard 8] [--grid 48] [--steps 128]
                                          [--repeat 2]
 """
 
@@ -45,10 +45,10 @@ def differing(a: Path, b: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--operators", type=int, default=64)
+    ap.add_argument("--operators", type=int, default=128)
     ap.add_argument("--per-shard", type=int, default=8)
     ap.add_argument("--grid", type=int, default=48)
-    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=2, help="alternate 1/2-worker runs; report the best")
     args = ap.parse_args()
     cfg = tiny_config(**{
