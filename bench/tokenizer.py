@@ -2,18 +2,29 @@
 and Ray Train throughput with 2 workers vs 1.
 
     PYTHONPATH=. python bench/tokenizer.py                      # synthetic run of 4000 operators
-    PYTHONPATH=. python bench/tokenizer.py --run runs/baseline  # an existing generated run
-    PYTHONPATH=. python bench/tokenizer.py --write-docs         # also update docs/tokenizer.md
+    PYTHONPATH=. python bench/tokenizer.py --run /tmp/tok4k     # a generated run (below)
+    PYTHONPATH=. python bench/tokenizer.py --run /tmp/tok4k --write-docs   # also update docs/tokenizer.md
 
-Quality comes from a full ``tokenize_run`` (1 worker, default model settings unless overridden);
-throughput from two extra fits of the same prepared data with 1 and 2 Ray Train workers
+A real run of 4096 operators, about 5 minutes with one generation actor on a 2-core machine
+(32 steps instead of 64, no stored trajectories; features, ICs and status are what the tokenizer reads)::
+
+    spinlock generate configs/quickstart.yaml --set simulation.num_operators=4096 \
+        --set simulation.steps=32 --set storage.trajectories.store=false \
+        --set sharding.operators_per_shard=256 --out /tmp/tok4k --workers 1
+
+Quality comes from a full ``tokenize_run`` (1 worker, default settings unless overridden): validation
+R² per family and level, and codebook usage / perplexity per level over the tokens of all converged
+operators (the validation split alone is too small to show large codebooks used, see
+``spinlock.encoding.metrics``; its numbers are printed with their uniform-code ceiling). Throughput
+comes from two extra fits of the same prepared data with 1 and 2 Ray Train workers
 (``train_rows * workers / train_seconds`` averaged over the epochs after the first, which includes
-k-means initialisation and warm-up). Prints a Markdown table.
+k-means initialisation and warm-up). Prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -36,22 +47,36 @@ from spinlock.distributed.data import fit_cleaner, prepare_splits, read_features
 from spinlock.encoding.categories import CategoryDiscovery  # noqa: E402
 from spinlock.encoding.cleaning import FeatureCleaner  # noqa: E402
 from spinlock.encoding.icfields import stored_ic_shape  # noqa: E402
-from spinlock.encoding.model import ModelSpec, scale_codebook_sizes  # noqa: E402
 from spinlock.encoding.split import Split  # noqa: E402
-from spinlock.encoding.training import TrainSettings  # noqa: E402
 
 START, END = "<!-- bench:tokenizer:start -->", "<!-- bench:tokenizer:end -->"
 
 
+def _row(label: str, values: list, fmt: str = "{:.2f}") -> str:
+    return f"| {label} | " + " | ".join(fmt.format(x) for x in values) + " |"
+
+
 def quality_table(summary: dict) -> list[str]:
-    v = summary["validation"]
+    v, tok = summary["validation"], summary["tokens"]
     lines = ["| validation R² | coarse (L1) | L1+L2 | all (L1-3) |", "|---|---|---|---|"]
     for group, vals in v["r2"].items():
-        lines.append(f"| {group} | " + " | ".join(f"{x:.4f}" for x in vals) + " |")
+        lines.append(_row(group, vals, "{:.4f}"))
+    levels = summary["codebook_sizes"]
     lines += ["", "| codebooks | L1 | L2 | L3 |", "|---|---|---|---|",
-              "| size | " + " | ".join(str(s) for s in summary["codebook_sizes"]) + " |",
-              "| usage (mean over encoders) | " + " | ".join(f"{x:.2f}" for x in v["codebook_usage"]) + " |",
-              "| perplexity (mean over encoders) | " + " | ".join(f"{x:.1f}" for x in v["perplexity"]) + " |"]
+              _row("K (level size)", levels, "{}"),
+              _row(f"usage, mean over encoders (tokens of {tok['rows']} operators)", tok["codebook_usage"]),
+              _row("usage, worst encoder", tok["usage_min"]),
+              _row("perplexity / K, mean over encoders", tok["perplexity_ratio"]),
+              _row("perplexity / K, worst encoder", tok["perplexity_ratio_min"]),
+              _row("perplexity, mean over encoders", tok["perplexity"], "{:.1f}"),
+              _row(f"validation usage ({v['rows']} rows)", v["codebook_usage"]),
+              _row("validation usage if codes were uniform (ceiling)", v["usage_ceiling"]),
+              _row("validation perplexity / K", v["perplexity_ratio"])]
+    small = {n: k for n, k in summary["encoder_codebook_sizes"].items() if k != levels}
+    if small:
+        eff = summary["codebook_plan"]["effective_inputs"]
+        lines += ["", "Encoders with few distinguishable inputs (K per level; effective inputs): "
+                  + ", ".join(f"{n} {k} ({eff[n]:.0f})" for n, k in small.items()) + "."]
     return lines
 
 
@@ -61,27 +86,51 @@ def throughput(history: list[dict], workers: int) -> float:
     return sum(r["train_rows"] * workers for r in later) / sum(r["train_seconds"] for r in later)
 
 
+def throughputs(run_dir: Path, cfg, epochs: int, work: Path) -> dict[int, float]:
+    """Training rows/s with 1 and 2 Ray Train workers on the same prepared data and model spec."""
+    ds, schema = read_features(run_dir)
+    cleaner = fit_cleaner(ds, FeatureCleaner(schema, Split(0, cfg.validation_fraction), **cfg.cleaning.model_dump()))
+    cats = CategoryDiscovery(cfg.categories.min_categories, cfg.categories.max_categories).fit(
+        cleaner.correlation_, cleaner.names_out).categories_
+    shape = stored_ic_shape(run_dir / "dataset.h5")
+    res = min(cfg.model.ic_resolution, shape[1])
+    train, val = prepare_splits(ds, cleaner, str(run_dir / "dataset.h5"), res)
+    n_train = train.count()
+    spec, _ = tr.plan_model(cfg, cleaner, cats, schema.temporal_length, shape, res, train, n_train)
+    settings = dataclasses.replace(tr.train_settings(cfg, 0, []), epochs=epochs, family_columns={})
+    rates = {}
+    for workers in (1, 2):
+        tcfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"num_workers": workers})})
+        state = tr.fit_vqvae(train, val, spec, settings, tcfg, storage_path=work / "ray",
+                             name=f"bench-{workers}w-{time.time_ns()}", n_train=n_train, n_validation=0)
+        rates[workers] = throughput(state.history, workers)
+    return rates
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="existing run directory (default: a synthetic one)")
     ap.add_argument("--operators", type=int, default=4000)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, help="training epochs (default: the config's)")
     ap.add_argument("--throughput-epochs", type=int, default=4)
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="tokenizer config override, e.g. tokenizer.model.latent_dim=16")
+    ap.add_argument("--skip-throughput", action="store_true", help="quality only (no 1- vs 2-worker fits)")
     ap.add_argument("--write-docs", action="store_true", help="replace the table in docs/tokenizer.md")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="spinlock-bench-tok-"))
     if args.run:
         run_dir = work / "run"
-        shutil.copytree(args.run, run_dir, ignore=shutil.ignore_patterns("tokenizer", "shards", "tokens.parquet"))
+        # shards too: a run merged with storage.merge=virtual reads /ics/fields through them
+        shutil.copytree(args.run, run_dir, ignore=shutil.ignore_patterns("tokenizer", "tokens.parquet"))
         source = f"generated run {args.run}"
     else:
         run_dir = write_synthetic_run(work / "run", n_operators=args.operators, n_shards=8).out
         source = f"synthetic run, {args.operators} operators (tests/synthetic_features.py)"
-    cfg = config_from_dict({"seed": 0}, overrides=[f"tokenizer.training.epochs={args.epochs}",
-                                                   *args.overrides]).tokenizer
+    epochs = [f"tokenizer.training.epochs={args.epochs}"] if args.epochs else []
+    cfg = config_from_dict({"seed": 0}, overrides=[*epochs, *args.overrides]).tokenizer
+    load = os.getloadavg()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.perf_counter()
@@ -89,33 +138,7 @@ def main() -> int:
         total = time.perf_counter() - t0
         history = [json.loads(x) for x in (run_dir / "tokenizer" / tr.METRICS_FILE).read_text().splitlines()]
 
-        # throughput: the same prepared data, fitted with 1 and with 2 workers
-        ds, schema = read_features(run_dir)
-        split = Split(0, cfg.validation_fraction)
-        cleaner = fit_cleaner(ds, FeatureCleaner(schema, split, **cfg.cleaning.model_dump()))
-        cats = CategoryDiscovery(cfg.categories.min_categories, cfg.categories.max_categories).fit(
-            cleaner.correlation_, cleaner.names_out).categories_
-        shape = stored_ic_shape(run_dir / "dataset.h5")
-        res = min(cfg.model.ic_resolution, shape[1])
-        train, val = prepare_splits(ds, cleaner, str(run_dir / "dataset.h5"), res)
-        n_train = train.count()
-        nt = len(cleaner.temporal_names_out)
-        spec = ModelSpec(tuple(c.columns for c in cats), len(cleaner.names_out), nt,
-                         schema.temporal_length if nt else 0, shape[0], res,
-                         **{k: getattr(cfg.model, k) for k in ("latent_dim", "hidden_dim", "commitment_weight",
-                                                               "ema_decay", "kmeans_iters")},
-                         dead_code_threshold=cfg.model.dead_code_threshold,
-                         codebook_sizes=scale_codebook_sizes(cfg.model.codebook_sizes,
-                                                             min(n_train, cfg.training.kmeans_init_rows)),
-                         encoder_names=(*(c.name for c in cats), *(("temporal",) if nt else ()), "ic"))
-        settings = TrainSettings(args.throughput_epochs, cfg.training.learning_rate, cfg.training.weight_decay,
-                                 cfg.model.temporal_weight, cfg.model.ic_weight, cfg.training.kmeans_init_rows, 0)
-        rates = {}
-        for workers in (1, 2):
-            tcfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"num_workers": workers})})
-            state = tr.fit_vqvae(train, val, spec, settings, tcfg, storage_path=work / "ray",
-                                 name=f"bench-{workers}w-{time.time_ns()}", n_train=n_train, n_validation=0)
-            rates[workers] = throughput(state.history, workers)
+        rates = {} if args.skip_throughput else throughputs(run_dir, cfg, args.throughput_epochs, work)
     finally:
         ray.shutdown()
 
@@ -124,13 +147,15 @@ def main() -> int:
              f" {len(summary['categories'])} encoders ({', '.join(summary['categories'])});"
              f" {summary['epochs']} epochs, default model settings"
              f"{' + ' + ', '.join(args.overrides) if args.overrides else ''}.",
-             "", *quality_table(summary), "",
-             "| Ray Train throughput (rows/s, epochs 2+) | 1 worker | 2 workers | ratio |", "|---|---|---|---|",
-             f"| training | {rates[1]:.0f} | {rates[2]:.0f} | {rates[2] / rates[1]:.2f} |", "",
-             f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, CPU only (torch"
-             f" {__import__('torch').__version__}, Ray {ray.__version__}); full tokenize stage {total:.0f} s"
-             f" (first-epoch R² {history[0]['validation']['r2']['all'][2]:.3f} →"
-             f" final {history[-1]['validation']['r2']['all'][2]:.3f})."]
+             "", *quality_table(summary), ""]
+    if rates:
+        lines += ["| Ray Train throughput (rows/s, epochs 2+) | 1 worker | 2 workers | ratio |", "|---|---|---|---|",
+                  f"| training | {rates[1]:.0f} | {rates[2]:.0f} | {rates[2] / rates[1]:.2f} |", ""]
+    lines += [f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, CPU only (torch"
+              f" {__import__('torch').__version__}, Ray {ray.__version__}); full tokenize stage {total:.0f} s"
+              f" (first-epoch R² {history[0]['validation']['r2']['all'][2]:.3f} →"
+              f" final {history[-1]['validation']['r2']['all'][2]:.3f}); load average before/after"
+              f" {load[0]:.1f}/{os.getloadavg()[0]:.1f}."]
     text = "\n".join(lines)
     print(text)
     if args.write_docs:

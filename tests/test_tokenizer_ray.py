@@ -82,7 +82,7 @@ def test_tokens_in_dataset_and_parquet(tokenized):
         assert learned.shape == (run.n_operators, 28) and np.isfinite(learned[()]).all()
         assert [str(n) for n in learned.attrs["names"]][:2] == ["learned_00", "learned_01"]
         assert learned[()].std(axis=0).min() > 0  # a trained embedding, not a constant
-    sizes = np.array(tok.spec.codebook_sizes * len(cats))
+    sizes = np.array([k for ks in tok.spec.encoder_codebook_sizes for k in ks])
     assert (tokens >= 0).all() and (tokens < sizes).all()
     table = pq.read_table(run.out / "tokens.parquet")
     assert table.column_names == ["operator_index", *token_column_names(cats)]

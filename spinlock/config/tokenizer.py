@@ -58,14 +58,21 @@ class ModelConfig(_Strict):
     hidden_dim: int = Field(256, ge=8, le=8192)
     """Hidden width of the category encoders and of the shared decoder."""
     codebook_sizes: tuple[int, int, int] = (128, 256, 512)
-    """Codes per level (coarse, medium, fine); each is capped for small datasets (docs/tokenizer.md)."""
+    """Codes per level (coarse, medium, fine): upper bounds, scaled down for small datasets and for
+    encoders with few distinguishable inputs (``rows_per_code``, ``code_resolution``; docs/tokenizer.md)."""
+    rows_per_code: int = Field(8, ge=1)
+    """Each level is capped at the largest power of two <= (k-means init rows) / this, so every code
+    is estimated from, and chosen by, several rows."""
+    code_resolution: float = Field(0.05, gt=0.0)
+    """Grid step, in standard deviations of the cleaned features, at which a category's inputs count as
+    distinguishable; an encoder with few effective inputs gets that many codes over its three levels."""
     commitment_weight: float = Field(0.25, ge=0.0)
     """Weight of the commitment loss ||z - sg(q)||^2 of every level."""
     ema_decay: float = Field(0.95, gt=0.0, lt=1.0)
     """EMA decay of the codebook statistics (cluster sizes and sums)."""
-    dead_code_threshold: float = Field(1.0, ge=0.0)
-    """A code whose EMA cluster size falls below this is replaced by a sampled encoder output
-    (``threshold_ema_dead_code``); 0 disables replacement."""
+    dead_code_threshold: float = Field(0.5, ge=0.0)
+    """A code whose EMA count of rows per training step falls below this fraction of its fair share
+    (rows per step / K) is replaced by a sampled encoder output; 0 disables replacement."""
     kmeans_iters: int = Field(10, ge=1, le=100)
     """Lloyd iterations of the k-means codebook initialisation."""
     ic_resolution: int = Field(32, ge=4, le=512)
@@ -80,9 +87,16 @@ class TrainingConfig(_Strict):
     """Ray Train settings of the VQ-VAE fit."""
 
     epochs: int = Field(40, ge=1, le=100_000)
-    batch_size: int = Field(256, ge=2, le=1_000_000)
-    """Rows per worker step (reduced to the rows a worker holds when the dataset is smaller)."""
+    """Passes over the training rows."""
+    batch_size: int = Field(64, ge=2, le=1_000_000)
+    """Rows per worker step (reduced to the rows a worker holds when the dataset is smaller). Small
+    because a few thousand operators give few steps per epoch; raise it for large datasets, GPUs or
+    several workers (each step costs a round of all-reduces)."""
     learning_rate: float = Field(1e-3, gt=0.0)
+    """Peak AdamW learning rate."""
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    """``cosine`` anneals the rate per epoch to ~0 at the end, so encoders stop moving and the EMA
+    codebooks settle (docs/tokenizer.md); ``constant`` keeps ``learning_rate``."""
     weight_decay: float = Field(1e-5, ge=0.0)
     """AdamW weight decay."""
     kmeans_init_rows: int = Field(4096, ge=2)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import h5py
 import numpy as np
 import ray
 import ray.train
@@ -35,7 +36,8 @@ from spinlock.distributed.data import encode_dataset, fit_cleaner, prepare_split
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import stored_ic_shape
-from spinlock.encoding.model import ModelSpec, scale_codebook_sizes
+from spinlock.encoding.metrics import token_health
+from spinlock.encoding.model import ModelSpec, effective_inputs, encoder_codebook_sizes, scale_codebook_sizes
 from spinlock.encoding.outputs import write_tokens
 from spinlock.encoding.schema import SCALAR_FAMILIES
 from spinlock.encoding.split import Split
@@ -185,6 +187,88 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
         return TrainState.load(Path(d) / STATE_FILE)
 
 
+def plan_model(cfg: TokenizerConfig, cleaner: FeatureCleaner, categories: list, temporal_length: int,
+               ic_shape: tuple[int, int, int], resolution: int, train: ray.data.Dataset,
+               n_train: int) -> tuple[ModelSpec, dict]:
+    """The model spec of a fit, with codebook sizes scaled to the data, and the numbers behind them.
+
+    Level sizes: ``scale_codebook_sizes(codebook_sizes, min(n_train, kmeans_init_rows), rows_per_code)``.
+    Per encoder: ``encoder_codebook_sizes`` from the effective inputs of each category in the first
+    ``min(n_train, kmeans_init_rows)`` training rows (the rows k-means starts from; the temporal and
+    IC encoders are continuous and high-dimensional, so they are not measured).
+    """
+    m = cfg.model
+    init_rows = min(n_train, cfg.training.kmeans_init_rows)
+    levels = scale_codebook_sizes(m.codebook_sizes, init_rows, m.rows_per_code)
+    sample = train.limit(init_rows).take_batch(init_rows, batch_format="numpy")["x"] if init_rows else None
+    n_temporal = len(cleaner.temporal_names_out)
+    names = (*(c.name for c in categories), *(("temporal",) if n_temporal else ()), "ic")
+    effective: list[float | None] = [
+        effective_inputs(sample[:, list(c.columns)], m.code_resolution) if sample is not None else None
+        for c in categories]
+    effective += [None] * (len(names) - len(categories))
+    spec = ModelSpec(
+        category_columns=tuple(c.columns for c in categories),
+        n_features=len(cleaner.names_out),
+        temporal_features=n_temporal,
+        temporal_length=temporal_length if n_temporal else 0,
+        ic_channels=ic_shape[0],
+        ic_resolution=resolution,
+        latent_dim=m.latent_dim,
+        hidden_dim=m.hidden_dim,
+        codebook_sizes=levels,
+        commitment_weight=m.commitment_weight,
+        ema_decay=m.ema_decay,
+        dead_code_threshold=m.dead_code_threshold,
+        kmeans_iters=m.kmeans_iters,
+        encoder_names=names,
+        encoder_codebook_sizes=encoder_codebook_sizes(levels, effective, init_rows, m.rows_per_code),
+    )
+    plan = {"configured": list(m.codebook_sizes), "init_rows": init_rows, "rows_per_code": m.rows_per_code,
+            "code_resolution": m.code_resolution,
+            "effective_inputs": {n: (round(e, 1) if e is not None else None)
+                                 for n, e in zip(names, effective, strict=True)}}
+    return spec, plan
+
+
+def codebook_message(spec: ModelSpec, plan: dict) -> str:
+    """One log line: the level sizes (and why, when scaled down) and the encoders given fewer codes."""
+    msg = f"codebooks: {list(spec.codebook_sizes)} codes per level"
+    if list(spec.codebook_sizes) != plan["configured"]:
+        msg += (f" (configured {plan['configured']}, scaled down: <= {plan['init_rows']} k-means rows"
+                f" / rows_per_code {plan['rows_per_code']})")
+    small = [f"{n} {list(k)} (~{plan['effective_inputs'][n]:.0f} inputs)"
+             for n, k in zip(spec.encoder_names, spec.encoder_codebook_sizes, strict=True)
+             if tuple(k) != tuple(spec.codebook_sizes)]
+    if small:
+        msg += f"; few distinguishable inputs (resolution {plan['code_resolution']}): " + ", ".join(small)
+    return msg
+
+
+def train_settings(cfg: TokenizerConfig, seed: int, names_out: list[str]) -> TrainSettings:
+    t = cfg.training
+    return TrainSettings(epochs=t.epochs, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
+                         temporal_weight=cfg.model.temporal_weight, ic_weight=cfg.model.ic_weight,
+                         kmeans_init_rows=t.kmeans_init_rows, seed=seed,
+                         family_columns=_family_columns(names_out), lr_schedule=t.lr_schedule)
+
+
+def _fmt(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def _converged(h5_path: Path, index: np.ndarray) -> np.ndarray:
+    """Mask of the rows of ``index`` whose operator did not diverge (``/status == 0``; all if absent).
+
+    Diverged operators all get the tokens of the median operator, which says nothing about codebooks.
+    """
+    with h5py.File(h5_path, "r") as f:
+        if "status" not in f or "operators/index" not in f:
+            return np.ones(len(index), dtype=bool)
+        status = dict(zip(f["operators/index"][:].tolist(), f["status"][:].tolist(), strict=True))
+    return np.array([status.get(int(i), 0) == 0 for i in index], dtype=bool)
+
+
 def _family_columns(names: list[str]) -> dict[str, list[int]]:
     fams = [n.split(".", 1)[0] for n in names]
     return {f: [j for j, g in enumerate(fams) if g == f] for f in SCALAR_FAMILIES}
@@ -225,32 +309,12 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     resolution = min(cfg.model.ic_resolution, ic_shape[1], ic_shape[2])
     train_ds, val_ds = prepare_splits(ds, cleaner, str(h5_path), resolution)
     n_train, n_val = train_ds.count(), val_ds.count()
-    init_rows = min(n_train, cfg.training.kmeans_init_rows)
-    n_temporal = len(cleaner.temporal_names_out)
-    spec = ModelSpec(
-        category_columns=tuple(c.columns for c in categories),
-        n_features=len(cleaner.names_out),
-        temporal_features=n_temporal,
-        temporal_length=schema.temporal_length if n_temporal else 0,
-        ic_channels=ic_shape[0],
-        ic_resolution=resolution,
-        latent_dim=cfg.model.latent_dim,
-        hidden_dim=cfg.model.hidden_dim,
-        codebook_sizes=scale_codebook_sizes(cfg.model.codebook_sizes, init_rows),
-        commitment_weight=cfg.model.commitment_weight,
-        ema_decay=cfg.model.ema_decay,
-        dead_code_threshold=cfg.model.dead_code_threshold,
-        kmeans_iters=cfg.model.kmeans_iters,
-        encoder_names=(*(c.name for c in categories), *(("temporal",) if n_temporal else ()), "ic"),
-    )
-    settings = TrainSettings(
-        epochs=cfg.training.epochs, learning_rate=cfg.training.learning_rate,
-        weight_decay=cfg.training.weight_decay, temporal_weight=cfg.model.temporal_weight,
-        ic_weight=cfg.model.ic_weight, kmeans_init_rows=cfg.training.kmeans_init_rows, seed=seed,
-        family_columns=_family_columns(cleaner.names_out),
-    )
+    spec, plan = plan_model(cfg, cleaner, categories, schema.temporal_length, ic_shape, resolution, train_ds,
+                            n_train)
+    settings = train_settings(cfg, seed, cleaner.names_out)
+    log(codebook_message(spec, plan))
     log(f"training: {n_train} train / {n_val} validation rows, {spec.n_encoders} encoders,"
-        f" codebooks {list(spec.codebook_sizes)}, {cfg.training.num_workers} worker(s)")
+        f" {cfg.training.num_workers} worker(s)")
     state = fit_vqvae(train_ds, val_ds, spec, settings, cfg, storage_path=tok_dir / "ray",
                       name=run_name(out, config_hash), n_train=n_train, n_validation=n_val,
                       fault_marker=os.environ.get(FAULT_ENV))
@@ -269,13 +333,19 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     index, tokens, embedding = encode_dataset(ds, tokenizer, str(h5_path), cfg.data_actors, gpus)
     write_tokens(out, index, tokens, tokenizer.category_names, embedding)
     final = state.history[-1] if state.history else {}
+    health = token_health(tokens[_converged(h5_path, index)], spec.encoder_codebook_sizes)
     summary = {
         "operators": int(len(index)), "train_rows": n_train, "validation_rows": n_val,
         "features_in": len(schema.scalar), "features_kept": len(cleaner.names_out),
         "categories": tokenizer.category_names, "codebook_sizes": list(spec.codebook_sizes),
-        "epochs": state.epoch, "validation": final.get("validation"),
+        "encoder_codebook_sizes": {n: list(k) for n, k in zip(spec.encoder_names, spec.encoder_codebook_sizes,
+                                                              strict=True)},
+        "codebook_plan": plan,
+        "epochs": state.epoch, "validation": final.get("validation"), "tokens": health,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    log(f"codebooks over the tokens of {health['rows']} converged operators: usage"
+        f" {_fmt(health['codebook_usage'])}, perplexity/K {_fmt(health['perplexity_ratio'])} (levels 1-3)")
     (tok_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {h5_path} and {out / 'tokens.parquet'}")
     return summary

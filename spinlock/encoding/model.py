@@ -7,6 +7,9 @@ are coarse → medium → fine by construction. A shared decoder reconstructs, f
 the cleaned scalar features [B, D'], the temporal curves [B, T', Dt'] and a coarse 8 x 8 copy of the
 (normalised) initial condition. Training uses quantizer dropout (random truncation to the first
 1-3 levels, one draw per step for all encoders) so that a prefix of the levels decodes on its own.
+Codebook sizes are fitted to the data per level (:func:`scale_codebook_sizes`) and per encoder
+(:func:`encoder_codebook_sizes`); dead codes are judged against their fair share of a training step
+(:meth:`HierarchicalVQVAE.set_step_rows`). docs/tokenizer.md ("Codebooks") gives the measurements.
 
 The CNN branch's 28-D output (before its latent projection) is the learned INITIAL embedding written
 to ``/features/initial_learned``.
@@ -14,6 +17,7 @@ to ``/features/initial_learned``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,14 +33,57 @@ IC_TARGET_RESOLUTION = 8
 TEMPORAL_POSITIONS = 16
 
 
-def scale_codebook_sizes(sizes: tuple[int, ...], init_rows: int) -> tuple[int, ...]:
+def scale_codebook_sizes(sizes: tuple[int, ...], init_rows: int, rows_per_code: int = 8) -> tuple[int, ...]:
     """Codebook sizes for a dataset whose k-means initialisation sees ``init_rows`` rows.
 
-    Each level is capped at the largest power of two <= ``init_rows / 4`` (at least 2), so k-means
-    gets at least four samples per code instead of duplicating samples into dead codes.
+    Each level is capped at the largest power of two <= ``init_rows / rows_per_code`` (at least 2):
+    a code needs several rows to be estimated (k-means, EMA means) and to show up at all when the
+    codes are counted; with fewer rows per code, codes are duplicates or never chosen and the usage
+    and perplexity of the level fall however well it is trained.
     """
-    cap = 1 << max(1, int(np.floor(np.log2(max(2, init_rows // 4)))))
+    cap = 1 << max(1, int(np.floor(np.log2(max(2, init_rows // max(1, rows_per_code))))))
     return tuple(min(int(s), cap) for s in sizes)
+
+
+def effective_inputs(x: np.ndarray, resolution: float) -> float:
+    """Effective number of distinguishable rows of ``x`` [n, f]: ``exp(H)`` of the frequencies of the
+    cells of a grid of ``resolution`` (in the units of x: standard deviations of cleaned features).
+
+    A discrete input with m equally frequent values gives m; a mostly constant one much less; a
+    continuous 1-D input ~ range / resolution; a high-dimensional one ~ n (every row its own cell).
+    """
+    if x.shape[0] == 0:
+        return 0.0
+    cells = np.floor(np.asarray(x, np.float64) / resolution).astype(np.int64)
+    _, counts = np.unique(cells, axis=0, return_counts=True)
+    p = counts / counts.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def encoder_codebook_sizes(level_sizes: tuple[int, ...], effective: list[float | None],
+                           init_rows: int, rows_per_code: int = 8) -> tuple[tuple[int, ...], ...]:
+    """Per-encoder codebook sizes from the level sizes (already scaled by :func:`scale_codebook_sizes`)
+    and each encoder's :func:`effective_inputs` (None: not measured, keep the level sizes).
+
+    An encoder whose input the sample resolves into few cells (``effective <= init_rows /
+    rows_per_code``: discrete parameters, one or two continuous features) gets, over its three levels
+    together, about as many codes as it has effective inputs: level 1 ``min(K1, ceil(m))``, then each
+    finer level ``ceil(m / product of the coarser sizes)`` (so 1 once level 1 alone resolves the
+    input). Why: a level can only split what differs; codes beyond the distinguishable inputs are
+    never chosen (usage) or split one value unevenly (perplexity), and residuals of an already
+    resolved input are lag noise. High-dimensional inputs (every row its own cell) keep the level
+    sizes: their residuals still carry variance.
+    """
+    out = []
+    for m in effective:
+        if m is None or m > init_rows / max(1, rows_per_code):
+            out.append(tuple(int(k) for k in level_sizes))
+            continue
+        sizes: list[int] = []
+        for k in level_sizes:
+            sizes.append(max(1, min(int(k), math.ceil(m / math.prod(sizes) - 1e-9))))
+        out.append(tuple(sizes))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -58,11 +105,15 @@ class ModelSpec:
     codebook_sizes: tuple[int, int, int] = (128, 256, 512)
     commitment_weight: float = 0.25
     ema_decay: float = 0.95
-    dead_code_threshold: float = 1.0
+    dead_code_threshold: float = 0.5
+    """A code is dead (replaced by a sampled latent) when its EMA count of rows per training step
+    falls below this fraction of its fair share, ``rows per step / K`` (see ``set_step_rows``)."""
     kmeans_iters: int = 10
     encoder_names: tuple[str, ...] = field(default=())
     """One name per encoder, in token order: the categories, then ``temporal``, then ``ic``
     (default ``c00``, ``c01``, ...)."""
+    encoder_codebook_sizes: tuple[tuple[int, ...], ...] = ()
+    """Codes per level of each encoder (each <= ``codebook_sizes``); empty: ``codebook_sizes`` for all."""
 
     def __post_init__(self) -> None:
         default = (*(f"c{i:02d}" for i in range(len(self.category_columns))),
@@ -73,6 +124,14 @@ class ModelSpec:
             raise ValueError(f"{len(self.encoder_names)} encoder names for {len(default)} encoders")
         if len(self.codebook_sizes) != LEVELS:
             raise ValueError(f"codebook_sizes needs {LEVELS} entries, got {self.codebook_sizes}")
+        if not self.encoder_codebook_sizes:
+            object.__setattr__(self, "encoder_codebook_sizes", (tuple(self.codebook_sizes),) * self.n_encoders)
+        sizes = self.encoder_codebook_sizes
+        if len(sizes) != self.n_encoders or any(
+                len(e) != LEVELS or not all(1 <= k <= c for k, c in zip(e, self.codebook_sizes, strict=True))
+                for e in sizes):
+            raise ValueError(f"encoder_codebook_sizes must hold {self.n_encoders} triples of sizes in"
+                             f" [1, {list(self.codebook_sizes)}], got {sizes}")
 
     @property
     def n_encoders(self) -> int:
@@ -87,6 +146,7 @@ class ModelSpec:
         d["category_columns"] = tuple(tuple(c) for c in d["category_columns"])
         d["codebook_sizes"] = tuple(d["codebook_sizes"])
         d["encoder_names"] = tuple(d["encoder_names"])
+        d["encoder_codebook_sizes"] = tuple(tuple(e) for e in d.get("encoder_codebook_sizes", ()))
         return cls(**d)
 
 
@@ -174,7 +234,7 @@ class HierarchicalVQVAE(nn.Module):
             ResidualVQ(
                 dim=L,
                 num_quantizers=LEVELS,
-                codebook_size=tuple(spec.codebook_sizes),
+                codebook_size=tuple(sizes),
                 kmeans_init=True,
                 kmeans_iters=spec.kmeans_iters,
                 decay=spec.ema_decay,
@@ -184,7 +244,7 @@ class HierarchicalVQVAE(nn.Module):
                 quantize_dropout_cutoff_index=0,
                 sync_codebook=sync,  # all-reduce EMA statistics and k-means under DDP
             )
-            for _ in range(spec.n_encoders)
+            for sizes in spec.encoder_codebook_sizes
         )
         self.decoder = nn.Sequential(nn.Linear(spec.n_encoders * L, H), nn.GELU(), nn.Linear(H, H), nn.GELU())
         self.head_x = nn.Linear(H, spec.n_features)
@@ -230,9 +290,38 @@ class HierarchicalVQVAE(nn.Module):
         rx, rt, ric = self.decode(torch.cat(qs, dim=1))
         return ModelOutput(rx, rt, ric, target, torch.stack(idx, dim=1), commit / len(zs))
 
+    def _codebooks(self):
+        """(Codebook, K) of every encoder and level (vector-quantize-pytorch ``VectorQuantize._codebook``)."""
+        for rvq in self.quantizers:
+            for layer in rvq.layers:
+                yield layer._codebook, layer._codebook.codebook_size
+
+    def set_step_rows(self, rows: int) -> None:
+        """Make dead-code replacement relative to ``rows`` training rows per step (all ranks together).
+
+        The library compares each code's EMA count of rows per step with one absolute
+        ``threshold_ema_dead_code``; a fixed number cannot suit codebooks of 128 and 512 codes or
+        batches of 64 and 1024 rows (at 256 rows and K = 512 the fair share is 0.5, so an absolute 1
+        replaces almost every code every step). Here level l of every encoder uses
+        ``dead_code_threshold · rows / K`` and gives a replaced code its fair share ``rows / K`` as
+        its new count, so it has ~log(threshold)/log(decay) steps to attract rows before it is
+        judged again. Plain attributes, not state: call again after loading a checkpoint.
+        """
+        for cb, k in self._codebooks():
+            fair = rows / k
+            cb.threshold_ema_dead_code = self.spec.dead_code_threshold * fair
+            cb.reset_cluster_size = fair
+
     @torch.no_grad()
-    def initialize_codebooks(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None) -> None:
-        """k-means initialisation of every level from one (large) batch, all levels, no dropout."""
+    def initialize_codebooks(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None,
+                             step_rows: int | None = None) -> None:
+        """k-means initialisation of every level from one (large) batch, all levels, no dropout.
+
+        k-means leaves each code's EMA count at its cluster size in the whole init batch, tens of
+        times its count per training step, so codes that the moving encoders leave behind would
+        look alive for hundreds of steps. With ``step_rows`` (rows per training step on this rank)
+        the counts and sums are rescaled to one step (the code vectors do not change).
+        """
         was = [q.quantize_dropout for q in self.quantizers]
         for q in self.quantizers:
             q.quantize_dropout = False
@@ -242,6 +331,11 @@ class HierarchicalVQVAE(nn.Module):
         finally:
             for q, w in zip(self.quantizers, was, strict=True):
                 q.quantize_dropout = w
+        if step_rows is not None:
+            scale = step_rows / x.shape[0]
+            for cb, _ in self._codebooks():
+                cb.cluster_size.mul_(scale)
+                cb.embed_avg.mul_(scale)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None):

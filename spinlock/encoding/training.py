@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from spinlock.encoding.metrics import evaluate
@@ -41,6 +43,24 @@ class TrainSettings:
     seed: int
     family_columns: dict[str, list[int]] = field(default_factory=dict)
     """Cleaned column indices of each scalar family, for per-family validation R²."""
+    lr_schedule: str = "cosine"
+    """``cosine``: the learning rate of epoch e is ``learning_rate · (1 + cos(π e / epochs)) / 2``;
+    ``constant``: always ``learning_rate`` (see :func:`epoch_learning_rate`)."""
+
+
+def epoch_learning_rate(settings: TrainSettings, epoch: int) -> float:
+    """Learning rate of ``epoch`` (a function of the epoch alone, so resuming needs no scheduler state).
+
+    Why cosine: the EMA codebooks are online k-means over the encoder outputs; while the encoders
+    move (Adam steps of ~lr whatever the gradient size, so small encoders drift most) codes are left
+    behind and die. Annealing to ~0 lets the latents settle, so the last epochs converge the codebooks
+    (and the reconstruction) instead of chasing a moving target.
+    """
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    if settings.lr_schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {settings.lr_schedule!r}")
+    return settings.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / max(settings.epochs, 1)))
 
 
 @dataclass
@@ -107,6 +127,10 @@ def _codebooks_initialized(model: HierarchicalVQVAE) -> bool:
     return all(bool(layer._codebook.initted) for q in model.quantizers for layer in q.layers)
 
 
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _cat(batches: list[Batch]) -> Batch:
     return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
 
@@ -127,7 +151,9 @@ def _with_init(model: HierarchicalVQVAE, batches: Iterable[Batch], rows: int) ->
             break
     if buffered:
         init = _cat(buffered)
-        model.initialize_codebooks(init["x"], init.get("temporal"), init.get("ic"))
+        step_rows = buffered[0]["x"].shape[0]
+        model.set_step_rows(step_rows * _world_size())
+        model.initialize_codebooks(init["x"], init.get("temporal"), init.get("ic"), step_rows=step_rows)
     yield from buffered
     yield from it
 
@@ -165,12 +191,17 @@ def train_model(
             t0 = time.perf_counter()
             sums: dict[str, float] = {}
             rows = 0
+            lr = epoch_learning_rate(settings, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             with seeded_torch(settings.seed, "tokenizer.epoch", epoch, rank):
                 model.train()
                 batches = train_batches(epoch)
                 if not _codebooks_initialized(model):
                     batches = _with_init(model, batches, settings.kmeans_init_rows)
                 for step, batch in enumerate(batches):
+                    if step == 0:  # dead-code thresholds follow the step size (also after a resume)
+                        model.set_step_rows(batch["x"].shape[0] * _world_size())
                     seed = derive_key(settings.seed, "tokenizer.dropout", epoch, step)
                     out = net(batch["x"], batch.get("temporal"), batch.get("ic"), dropout_seed=seed)
                     terms = loss_terms(out, batch, settings)
@@ -181,7 +212,7 @@ def train_model(
                     rows += n
                     for k, v in terms.items():
                         sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            record: dict = {"epoch": epoch, "attempt_start_epoch": first, "train_rows": rows,
+            record: dict = {"epoch": epoch, "attempt_start_epoch": first, "learning_rate": lr, "train_rows": rows,
                             "train_seconds": time.perf_counter() - t0}
             record.update({f"train_{k}": v / max(rows, 1) for k, v in sums.items()})
             if validation_batches is not None:
