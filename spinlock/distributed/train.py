@@ -274,6 +274,19 @@ def _family_columns(names: list[str]) -> dict[str, list[int]]:
     return {f: [j for j, g in enumerate(fams) if g == f] for f in SCALAR_FAMILIES}
 
 
+def quiet_ray_data() -> None:
+    """Turn off Ray Data's own progress output for the datasets created after this call.
+
+    The stage makes several passes (cleaning statistics, k-means rows, every epoch's train and validation
+    iterators, encoding); Ray Data reports each one with per-operator bars, or with INFO lines when stdout
+    is not a terminal, burying the stage's own log (per-epoch losses, R², codebook health). The context
+    travels with the datasets, so Ray Train workers' iterators stay quiet too.
+    """
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
 def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_hash: str,
                  log: Callable[[str], None] = print) -> dict:
     """The tokenize stage on a run directory (Ray must be initialised). Returns the summary dict.
@@ -284,6 +297,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     Writes ``OUT/tokenizer/`` (tokenizer files, ``metrics.jsonl``, ``summary.json``, Ray Train storage
     under ``ray/``), ``dataset.h5:/tokens``, ``/features/initial_learned`` and ``OUT/tokens.parquet``.
     """
+    quiet_ray_data()
     out = Path(out_dir).resolve()
     tok_dir = out / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
@@ -354,6 +368,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
 def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
                log: Callable[[str], None] = print) -> np.ndarray:
     """Tokens for a run directory with an already trained tokenizer (Ray must be initialised)."""
+    quiet_ray_data()
     out = Path(out_dir).resolve()
     tokenizer = Tokenizer.load(tokenizer_dir)
     ds, schema = read_features(out)
