@@ -12,8 +12,8 @@ Two layers:
   SplitMix64-style integer hash of ``(key, call, element)``. Integer arithmetic is exact on CPU and
   CUDA, so ``uniform64``/``integers`` draws are identical on both. The per-step noise draws
   (``normal``, ``laplace``) split each 64-bit hash into two 32-bit uniforms and work in float32:
-  the rollout draws B·M·C·H·W of them every step, and this costs a quarter of one hash per value
-  plus float64 Box-Muller (measured 2.0 ms → 0.5 ms for 32×3×32² normals on a 2-core x86 VM).
+  the rollout draws B·M·C·H·W of them every step, and this costs half a hash per value instead of two
+  hashes and a float64 Box-Muller (measured 2.0 ms → 0.5 ms for 32×3×32² normals on a 2-core x86 VM).
 """
 
 from __future__ import annotations

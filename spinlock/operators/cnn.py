@@ -69,6 +69,7 @@ def _conv_mode(device: torch.device, k: int, cin: int, cout: int) -> str:
         return "expand"
     return "im2col" if cin < NARROW_CHANNELS else "direct"
 
+
 def _normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
     """x: [M, G, W, H, W'] normalised per (realization, operator[, channel])."""
     dims = (-2, -1) if kind == "instance" else (-3, -2, -1)

@@ -56,11 +56,7 @@ def _check_zarr(f: h5py.File, path: Path, cfg) -> list[str]:
         return ["trajectories: an HDF5 dataset although storage.trajectories.format is zarr"]
     if zarrstore.ATTR not in f.attrs:
         return [f"missing root attribute {zarrstore.ATTR!r} (storage.trajectories.format is zarr)"]
-    if "shard_id" in f.attrs:
-        start, stop = int(f.attrs["operator_start"]), int(f.attrs["operator_stop"])
-    else:
-        start, stop = 0, int(f["operators/index"].shape[0])
-    return zarrstore.check(cfg, zarrstore.resolve(path, f.attrs), start, stop)
+    return zarrstore.check(cfg, zarrstore.resolve(path, f.attrs), *zarrstore.file_rows(f))
 
 
 def check_file(path: str | Path) -> list[str]:

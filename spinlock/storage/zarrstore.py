@@ -306,6 +306,13 @@ class ZarrRows:
         return np.asarray(self.arr[key])
 
 
+def file_rows(f) -> tuple[int, int]:
+    """Operator rows [start, stop) of the array that an open shard or dataset file covers."""
+    if "shard_id" in f.attrs:
+        return int(f.attrs["operator_start"]), int(f.attrs["operator_stop"])
+    return 0, int(f["operators/index"].shape[0])  # dataset.h5 is sorted by operator index and holds 0..N-1
+
+
 def open_trajectories(f, h5_path: str | Path):
     """The trajectories of an open shard or dataset file: its ``/trajectories`` dataset, a
     :class:`ZarrRows` over its rows of the Zarr array, or None when trajectories were not stored."""
@@ -315,10 +322,7 @@ def open_trajectories(f, h5_path: str | Path):
         return None
     loc = resolve(h5_path, f.attrs)
     arr = open_read(loc)
-    if "shard_id" in f.attrs:
-        start, stop = int(f.attrs["operator_start"]), int(f.attrs["operator_stop"])
-    else:  # dataset.h5 is sorted by operator index and holds 0..N-1
-        start, stop = 0, int(f["operators/index"].shape[0])
+    start, stop = file_rows(f)
     if stop > arr.shape[0]:
         raise DataError(f"{loc}: {arr.shape[0]} operators, the file needs rows up to {stop}")
     return ZarrRows(arr, start, stop, loc)
