@@ -175,8 +175,9 @@ def test_circular_padding_commutes_with_periodic_shift():
 @pytest.mark.parametrize("k,width,padding", [(1, 8, "circular"), (3, 32, "circular"), (5, 4, "reflect"),
                                              (3, 8, "zeros")])
 def test_cpu_conv_paths_equal_one_grouped_convolution(monkeypatch, k, width, padding):
-    """The CPU paths (per-operator chunks, expand-shift for narrow layers) compute the same function as one
-    grouped convolution per layer (the CUDA path), to float32 summation-order error."""
+    """The CPU path (layer-major passes over a few operators, per-operator convolutions, batched matrix
+    products for narrow layers) computes the same function as one grouped convolution per layer (the CUDA path), to
+    float32 summation-order error, and an operator's result does not depend on its group-mates."""
     from spinlock.operators import cnn
 
     cfg = tiny_config()
@@ -185,19 +186,23 @@ def test_cpu_conv_paths_equal_one_grouped_convolution(monkeypatch, k, width, pad
                            normalization=n, bias=True) for a, n in zip(acts, norms, strict=True)]
     x = torch.randn(4, 2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     cpu = cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU)
-    modes = (["im2col", "direct", "expand"] if width >= 16 else ["expand"] * 3) if k > 1 else ["direct"] * 3
-    assert cpu.chunk == 1 and cpu.modes == modes
-    monkeypatch.setattr(cnn, "CPU_CHUNK", 4)
-    monkeypatch.setattr(cnn, "NARROW_CHANNELS", 0)
+    modes = ["im2col"] * 3 if k == 1 else ["im2col", "direct", "expand"] if width >= 16 else ["im2col"] * 3
+    assert cpu.modes == modes and not cpu.grouped
+    monkeypatch.setattr(cnn, "_conv_mode", lambda *a: "grouped")
     grouped = cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU)
-    assert grouped.chunk == 4 and grouped.modes == ["direct"] * 3
-    monkeypatch.setattr(cnn, "NARROW_CHANNELS", 16)  # the CPU paths with several operators per call
-    wide = cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU)
-    assert wide.chunk == 4 and wide.modes == modes
-    b = grouped.forward(x)
-    for a in (cpu.forward(x), wide.forward(x)):
-        assert a.shape == b.shape == x.shape
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    assert grouped.grouped and grouped.modes == ["grouped"] * 3
+    a, b = cpu.forward(x), grouped.forward(x)
+    assert a.shape == b.shape == x.shape
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    monkeypatch.undo()
+    for i in range(4):  # alone, and behind other operators: bit-identical
+        alone = cnn.CNNGroup(records[i:i + 1], [i], 7, 3, CPU).forward(x[i:i + 1])
+        assert torch.equal(alone[0], a[i])
+    tail = cnn.CNNGroup(records[2:], [2, 3], 7, 3, CPU).forward(x[2:])
+    assert torch.equal(tail, a[2:])
+    for budget in (1, 1 << 40):  # one operator per pass, all in one pass
+        monkeypatch.setattr(cnn, "PASS_BYTES", budget)
+        assert torch.equal(cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU).forward(x), a)
 
 
 def test_fp16_refused_on_cpu():

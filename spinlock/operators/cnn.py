@@ -3,7 +3,9 @@
 Operators with the same (depth, width, kernel_size, padding_mode) form a group. On CUDA a group runs as
 *one* grouped convolution per layer: operators are stacked on the channel axis (``groups=G``) and
 realizations on the batch axis, so G operators × M realizations cost one conv call per layer. On CPU
-the group is split into chunks of ``CPU_CHUNK`` operators (measured below). Activation and
+the group runs layer by layer, in passes of a few operators, with operators on the batch axis: one
+convolution call per operator for wide layers, batched matrix products for narrow ones, one call per
+pass for everything else (measured below). Activation and
 normalization may differ inside a group; they are applied per operator with masks.
 
 Layer l (0-based, L = depth layers): conv → [norm → activation] for l < L-1; the last conv maps back
@@ -44,34 +46,43 @@ ACTIVATIONS = {
 NORMALIZATIONS = ("none", "instance", "layer")
 PADDING_MODES = ("circular", "reflect", "replicate", "zeros")
 EPS = 1e-5
-# Operators per convolution call on CPU. oneDNN runs G separate convolutions of batch M at least as
-# fast as one grouped convolution with G groups (2-core x86 VM, 16 same-shape operators × 2
-# realizations, 32², width 32: per-operator 2.9–3.3k sample-steps/s vs grouped-16 2.1–2.2k; mixed
-# quickstart batches 3.4k vs 3.1k), fewer shapes need a JIT-compiled kernel, and an operator's result
-# no longer depends on which operators share its batch. GPUs want the whole group in one call.
-CPU_CHUNK = 1
+# On CUDA a group runs as one grouped convolution per layer ("grouped": operators stacked on the channel
+# axis, realizations on the batch axis). On CPU the computation is layer-major over the whole group with
+# operators on the batch axis ([G·M, C, H, W]): every elementwise step (padding, normalisation,
+# activation) is one call for all G operators, and only the convolutions that need per-operator weights
+# loop. oneDNN runs G separate convolutions of batch M at least as fast as one grouped convolution with G
+# groups (2-core x86 VM, 16 same-shape operators × 2 realizations, 32², width 32: per-operator
+# 2.9–3.3k sample-steps/s vs grouped-16 2.1–2.2k), fewer shapes need a JIT-compiled kernel, and an
+# operator's result does not depend on which operators share its batch.
 # oneDNN's direct convolution vectorises over blocks of 16 channels; a layer with fewer output or input
 # channels (the last layer maps back to C = 3, the first one comes from it) wastes most of each vector.
-# On CPU such layers run as plain matrix products instead (same maths, different summation order: max
-# difference ~3e-5 at 32² for C = 3, width 32). Measured on the 2-core x86 VM, one thread, batch M = 2,
-# 32², width 32 (direct conv → replacement):
-#   narrow output, "expand": one 1×1 conv to k²·cout channels, then the k² shifted slices summed:
-#       k=3 187 → 90 µs, k=5 375 → 233 µs;
-#   narrow input, "im2col": the k² shifted copies of the input channels, then one matmul:
-#       k=3 90 → 46 µs, k=5 129 → 98 µs.
+# On CPU such layers run as batched matrix products over all operators instead (same maths, different
+# summation order: max difference ~3e-5 at 32² for C = 3, width 32). Measured on a 2-core AMD EPYC VM,
+# one thread, 32², width 32, per operator with M = 2 (direct conv → replacement):
+#   narrow output, "expand": one matmul to k²·cout channels on the padded input, then the k² shifted
+#       slices summed: k=3 345 → 165 µs;
+#   narrow input, "im2col": the k² shifted copies of the input channels, then one matmul.
+# Kernel size 1 is a plain matrix product ("im2col" without copies).
 NARROW_CHANNELS = 16
+# The CPU layout runs a group in passes of as many operators as keep one padded activation tensor
+# within this many bytes (at least one operator), so that the tensors a layer reads and writes stay in
+# the core's L2 cache instead of streaming through memory. Measured on the 2-core AMD EPYC VM (one
+# thread, 16 operators × M = 2, 32², width 32, i.e. 296 KiB per operator; forward µs per sample, best
+# of 30 interleaved repeats, two runs): operators per pass 1: 544–620, 2: 464–541, 3: 469–500,
+# 4: 456–550, 8: 518–654, all 16: 689–880. This budget gives 3 at M = 2, 2 at M = 3, 1 from M = 4.
+PASS_BYTES = 1 << 20
 
 
 def _conv_mode(device: torch.device, k: int, cin: int, cout: int) -> str:
-    if device.type != "cpu" or k == 1:
-        return "direct"
-    if cout < NARROW_CHANNELS:
-        return "expand"
-    return "im2col" if cin < NARROW_CHANNELS else "direct"
+    if device.type != "cpu":
+        return "grouped"
+    if k == 1 or cin < NARROW_CHANNELS:
+        return "im2col"
+    return "expand" if cout < NARROW_CHANNELS else "direct"
 
 
 def _normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """x: [M, G, W, H, W'] normalised per (realization, operator[, channel])."""
+    """x: [.., .., W, H, W'] (operators, realizations) normalised per (realization, operator[, channel])."""
     dims = (-2, -1) if kind == "instance" else (-3, -2, -1)
     mean = x.mean(dim=dims, keepdim=True)
     var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
@@ -105,7 +116,8 @@ class CNNGroup(BatchedGroup):
                 weights[layer].append(w)
                 biases[layer].append(b if rec["bias"] else torch.zeros(cout))
         self.modes = [_conv_mode(device, self.k, dims[layer], dims[layer + 1]) for layer in range(self.depth)]
-        # per operator: [G, cout, cin, k, k] (direct), [G, cout, cin*k*k] (im2col), [G, k*k*cout, cin] (expand)
+        self.grouped = self.modes[0] == "grouped"
+        # per operator: [cout, cin, k, k] (grouped, direct), [cout, cin*k*k] (im2col), [k*k*cout, cin] (expand)
         self.weights = [
             torch.stack([
                 w.permute(2, 3, 0, 1).reshape(-1, w.shape[1]) if mode == "expand" else
@@ -114,83 +126,106 @@ class CNNGroup(BatchedGroup):
             ]).to(device)
             for mode, ws in zip(self.modes, weights, strict=True)
         ]
-        self.biases = [torch.cat(bs).to(device) for bs in biases]
-        self.chunk = self.G if device.type == "cuda" else CPU_CHUNK
-        dev = device
-        self.act_masks = {
-            a: torch.tensor([x == a for x in self.activations], device=dev).view(1, self.G, 1, 1, 1)
-            for a in sorted(set(self.activations))
-        }
-        self.norm_masks = {
-            n: torch.tensor([x == n for x in self.norms], device=dev).view(1, self.G, 1, 1, 1)
-            for n in sorted(set(self.norms))
-        }
-        # per chunk: the masks restricted to its operators, keeping only kinds present in the chunk
-        self.chunk_masks = [
-            tuple(
-                {k: m[:, s:s + self.chunk] for k, m in masks.items() if k in names[s:s + self.chunk]}
-                for masks, names in ((self.norm_masks, self.norms), (self.act_masks, self.activations))
-            )
-            for s in range(0, self.G, self.chunk)
-        ]
+        self.biases = [torch.stack(bs).to(device) for bs in biases]  # [G, cout]
+        self.device = device
+        self._kinds_cache: dict[tuple[int, int], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+
+    def _kinds(self, s: int, e: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Which of operators s..e-1 use each normalisation and activation: masks over the operator axis
+        (grouped layout) or indices within s..e-1 (CPU layout, see _select)."""
+        if (s, e) not in self._kinds_cache:
+            def kinds(names: list[str]) -> dict[str, torch.Tensor]:
+                if self.grouped:
+                    return {n: torch.tensor([x == n for x in names], device=self.device).view(1, len(names), 1, 1, 1)
+                            for n in sorted(set(names))}
+                return {n: torch.tensor([i for i, x in enumerate(names) if x == n], device=self.device)
+                        for n in sorted(set(names))}
+            self._kinds_cache[(s, e)] = (kinds(self.norms[s:e]), kinds(self.activations[s:e]))
+        return self._kinds_cache[(s, e)]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         p = self.k // 2
+        if p == 0:
+            return x
         if self.padding_mode == "zeros":
             return F.pad(x, (p, p, p, p))
         return F.pad(x, (p, p, p, p), mode=self.padding_mode)
 
-    def _select(self, x: torch.Tensor, masks: dict[str, torch.Tensor], fn) -> torch.Tensor:
-        """Apply fn(x, name) per operator according to masks (x: [M, G, W, H, W'])."""
-        if len(masks) == 1:
-            return fn(x, next(iter(masks)))
-        out = None
-        for name, m in masks.items():
-            y = fn(x, name)
-            out = y if out is None else torch.where(m, y, out)
+    def _select(self, x: torch.Tensor, kinds: dict[str, torch.Tensor], fn) -> torch.Tensor:
+        """Apply fn(x, name) per operator according to ``kinds`` (x: the 5-D view of _ops_view).
+
+        Grouped layout: every kind on all operators, merged with masks (few large GPU kernels). CPU
+        layout: each kind on its own operators only (a mixed group would otherwise pay every
+        activation and normalisation for every operator)."""
+        if len(kinds) == 1:
+            return fn(x, next(iter(kinds)))
+        if self.grouped:
+            out = None
+            for name, m in kinds.items():
+                y = fn(x, name)
+                out = y if out is None else torch.where(m, y, out)
+            return out
+        out = torch.empty_like(x)
+        for name, idx in kinds.items():
+            out.index_copy_(0, idx, fn(x.index_select(0, idx), name))
         return out
 
-    def _conv(self, h: torch.Tensor, layer: int, s: int, e: int) -> torch.Tensor:
-        """Layer ``layer`` for operators s..e-1, h: [M, g*cin, H, W] → [M, g*cout, H, W]."""
-        g, ci, co, k = e - s, self.dims[layer], self.dims[layer + 1], self.k
-        w, b = self.weights[layer][s:e], self.biases[layer][s * co:e * co]
+    def _ops_view(self, h: torch.Tensor, M: int, G: int) -> torch.Tensor:
+        """The 4-D activations as [M, G, c, H, W] (grouped layout) or [G, M, c, H, W] (CPU layout)."""
+        if self.grouped:
+            return h.view(M, G, -1, *h.shape[-2:])
+        return h.view(G, M, *h.shape[1:])
+
+    def _conv(self, h: torch.Tensor, layer: int, M: int, s: int, e: int) -> torch.Tensor:
+        """Layer ``layer`` of operators s..e-1 (G = e - s): [M, G·cin, H, W] → [M, G·cout, H, W] (grouped
+        layout) or [G·M, cin, H, W] → [G·M, cout, H, W] (CPU layout)."""
+        G, ci, co, k = e - s, self.dims[layer], self.dims[layer + 1], self.k
+        w, b = self.weights[layer][s:e], self.biases[layer][s:e]
         hp = self._pad(h)
         mode = self.modes[layer]
+        if mode == "grouped":
+            return F.conv2d(hp, w.reshape(G * co, ci, k, k), b.reshape(-1), groups=G)
         if mode == "direct":
-            return F.conv2d(hp, w.reshape(g * co, ci, k, k), b, groups=g)
-        M, _, H, W = h.shape
+            return torch.cat([F.conv2d(hp[g * M:(g + 1) * M], w[g], b[g]) for g in range(G)])
+        H, W = h.shape[-2:]
+        Hp, Wp = hp.shape[-2:]
         if mode == "im2col":  # the k² shifted copies of the few input channels, then one matmul
             st = hp.stride()
-            cols = hp.as_strided((M, g * ci, k, k, H, W), (st[0], st[1], st[2], st[3], st[2], st[3]))
-            out = torch.matmul(w, cols.reshape(M, g, ci * k * k, H * W))  # [M, g, co, H*W]
-            return (out + b.view(1, g, co, 1)).view(M, g * co, H, W)
-        # expand-shift: one 1×1 conv to k²·cout channels, then the k² shifted slices summed
-        z = F.conv2d(hp, w.reshape(g * k * k * co, ci, 1, 1), groups=g).view(M, g, k * k, co, H + k - 1, W + k - 1)
-        out = b.view(1, g, co, 1, 1).expand(M, g, co, H, W).clone()
+            cols = hp.as_strided((G, M, ci, k, k, H, W), (M * st[0], st[0], st[1], st[2], st[3], st[2], st[3]))
+            out = torch.matmul(w[:, None], cols.reshape(G, M, ci * k * k, H * W))  # [G, M, co, H*W]
+            return (out + b.view(G, 1, co, 1)).view(G * M, co, H, W)
+        # expand-shift: one matmul to k²·cout channels, then the k² shifted slices summed
+        z = torch.matmul(w[:, None], hp.reshape(G, M, ci, Hp * Wp)).view(G, M, k * k, co, Hp, Wp)
+        out = b.view(G, 1, co, 1, 1).expand(G, M, co, H, W).clone()
         for i in range(k * k):
             dy, dx = divmod(i, k)
             out += z[:, :, i, :, dy:dy + H, dx:dx + W]
-        return out.view(M, g * co, H, W)
+        return out.view(G * M, co, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        G, M, _, H, W = x.shape
+        if self.grouped:
+            return self._forward(x, 0, G)
+        p = 2 * (self.k // 2)
+        per_pass = max(1, PASS_BYTES // (M * max(self.dims) * (H + p) * (W + p) * x.element_size()))
+        if per_pass >= G:
+            return self._forward(x, 0, G)
+        return torch.cat([self._forward(x[s:s + per_pass], s, min(s + per_pass, G)) for s in range(0, G, per_pass)])
+
+    def _forward(self, x: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """Operators s..e-1, x: [e - s, M, C, H, W]."""
         G, M, C, H, W = x.shape
-        outs = []
-        for s in range(0, G, self.chunk):
-            e = min(s + self.chunk, G)
-            g = e - s
-            h = x[s:e].transpose(0, 1).reshape(M, g * C, H, W)
-            for layer in range(self.depth):
-                h = self._conv(h, layer, s, e)
-                if layer < self.depth - 1:
-                    co = self.dims[layer + 1]
-                    h5 = h.view(M, g, co, H, W)
-                    norm_masks, act_masks = self.chunk_masks[s // self.chunk]
-                    h5 = self._select(h5, norm_masks, lambda t, n: t if n == "none" else _normalize(t, n))
-                    h5 = self._select(h5, act_masks, lambda t, a: ACTIVATIONS[a][0](t))
-                    h = h5.reshape(M, g * co, H, W)
-            outs.append(h.view(M, g, C, H, W))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        return out.transpose(0, 1)
+        norm_kinds, act_kinds = self._kinds(s, e)
+        h = x.transpose(0, 1).reshape(M, G * C, H, W) if self.grouped else x.reshape(G * M, C, H, W)
+        for layer in range(self.depth):
+            h = self._conv(h, layer, M, s, e)
+            if layer < self.depth - 1:
+                h5 = self._select(self._ops_view(h, M, G), norm_kinds,
+                                  lambda t, n: t if n == "none" else _normalize(t, n))
+                h5 = self._select(h5, act_kinds, lambda t, a: ACTIVATIONS[a][0](t))
+                h = h5.reshape(h.shape)
+        out = self._ops_view(h, M, G)
+        return out.transpose(0, 1) if self.grouped else out
 
 
 class CNNFamily(OperatorFamily):

@@ -80,8 +80,10 @@ class RolloutEngine:
 
     def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """Deterministic f(x) for every operator, [B, M, C, H, W] (``step`` unused by CNNs)."""
-        out = torch.empty_like(x)
         with self._autocast():
+            if len(self.groups) == 1:  # members are 0..B-1 in order: no gather/scatter copies
+                return self.groups[0][1].forward(x).to(x.dtype)
+            out = torch.empty_like(x)
             for idx, group in self.groups:
                 out[idx] = group.forward(x.index_select(0, idx)).to(x.dtype)
         return out

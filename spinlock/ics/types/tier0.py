@@ -179,7 +179,7 @@ def band_index(grid: int, k0: torch.Tensor, device: torch.device) -> torch.Tenso
     k2 = (ky**2 + kx**2)[None]  # exact integers in float64
     q = k0.to(torch.float64).view(-1, 1, 1) ** 2
     j = torch.floor(0.5 * torch.log2(k2.clamp_min(0.5) / q) + 0.5)
-    edge = lambda e: torch.ldexp(q, e.to(torch.int64))  # noqa: E731  q·2^e, exact
+    edge = lambda e: torch.ldexp(q.expand(e.shape), e.to(torch.int64))  # noqa: E731  q·2^e, exact
     j = j - (k2 < edge(2 * j - 1)).to(j.dtype)
     j = j + (k2 >= edge(2 * j + 1)).to(j.dtype)
     return torch.where(k2 > 0, j, torch.full_like(j, -1)).long()[:, None]
