@@ -64,18 +64,18 @@ def quality_table(summary: dict) -> list[str]:
     levels = summary["codebook_sizes"]
     lines += ["", "| codebooks | L1 | L2 | L3 |", "|---|---|---|---|",
               _row("K (level size)", levels, "{}"),
-              _row(f"usage, mean over encoders (tokens of {tok['rows']} operators)", tok["codebook_usage"]),
-              _row("usage, worst encoder", tok["usage_min"]),
-              _row("perplexity / K, mean over encoders", tok["perplexity_ratio"]),
-              _row("perplexity / K, worst encoder", tok["perplexity_ratio_min"]),
-              _row("perplexity, mean over encoders", tok["perplexity"], "{:.1f}"),
+              _row(f"usage, mean over streams (tokens of {tok['rows']} operators)", tok["codebook_usage"]),
+              _row("usage, worst stream", tok["usage_min"]),
+              _row("perplexity / K, mean over streams", tok["perplexity_ratio"]),
+              _row("perplexity / K, worst stream", tok["perplexity_ratio_min"]),
+              _row("perplexity, mean over streams", tok["perplexity"], "{:.1f}"),
               _row(f"validation usage ({v['rows']} rows)", v["codebook_usage"]),
               _row("validation usage if codes were uniform (ceiling)", v["usage_ceiling"]),
               _row("validation perplexity / K", v["perplexity_ratio"])]
     small = {n: k for n, k in summary["encoder_codebook_sizes"].items() if k != levels}
     if small:
         eff = summary["codebook_plan"]["effective_inputs"]
-        lines += ["", "Encoders with few distinguishable inputs (K per level; effective inputs): "
+        lines += ["", "Streams with few distinguishable inputs (K per level; effective inputs): "
                   + ", ".join(f"{n} {k} ({eff[n]:.0f})" for n, k in small.items()) + "."]
     return lines
 
@@ -144,7 +144,7 @@ def main() -> int:
 
     lines = [f"Source: {source}; {summary['train_rows']} training / {summary['validation_rows']} validation rows;"
              f" {summary['features_kept']}/{summary['features_in']} scalar features kept;"
-             f" {len(summary['categories'])} encoders ({', '.join(summary['categories'])});"
+             f" {len(summary['categories'])} token streams ({', '.join(summary['categories'])});"
              f" {summary['epochs']} epochs, default model settings"
              f"{' + ' + ', '.join(args.overrides) if args.overrides else ''}.",
              "", *quality_table(summary), ""]

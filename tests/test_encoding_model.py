@@ -12,7 +12,7 @@ from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.metrics import evaluate
-from spinlock.encoding.model import LEVELS, ModelSpec, scale_codebook_sizes
+from spinlock.encoding.model import LEVELS, ModelSpec, category_stream_count, scale_codebook_sizes, stream_names
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import prepare_inputs
@@ -91,6 +91,37 @@ def test_decoding_codes_equals_the_eval_forward(data):
         assert len(counts) == size and counts.sum() == idx.shape[0] * idx.shape[1]
 
 
+@pytest.mark.parametrize("rank,per_stream,expected", [(24, 8, 3), (24, 5, 5), (3, 8, 1), (24, 0, 1), (9, 8, 2)])
+def test_stream_count_follows_the_components_a_category_needs(rank, per_stream, expected):
+    """Rank-r data (40 columns, equal-variance components) needs r components for 95 % of its variance,
+    so it gets ceil(r / per_stream) streams; 0 means one stream whatever the width."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((40, rank)))[0].T  # orthonormal rows
+    x = rng.standard_normal((2000, rank)) @ basis
+    assert category_stream_count(x, per_stream) == expected
+
+
+def test_a_category_with_several_streams_emits_one_token_triple_per_stream(data):
+    train, _, spec = data
+    streams = (2,) + (1,) * (len(spec.category_columns) - 1)
+    multi = ModelSpec(**{**spec.to_json(), "category_columns": spec.category_columns, "encoder_names": (),
+                         "codebook_sizes": spec.codebook_sizes, "encoder_codebook_sizes": (),
+                         "category_streams": streams})
+    names = stream_names([f"c{i:02d}" for i in range(len(streams))], streams)
+    assert multi.encoder_names == (*names, "temporal", "ic") and names[:3] == ["c00.0", "c00.1", "c01"]
+    assert multi.n_encoders == spec.n_encoders + 1
+    model = build_model(multi, 0)
+    model.initialize_codebooks(train["x"], train["temporal"], train["ic"])
+    idx, _ = model.encode(train["x"], train["temporal"], train["ic"])
+    assert idx.shape == (len(train["x"]), spec.n_encoders + 1, LEVELS)
+    assert not torch.equal(idx[:, 0], idx[:, 1])  # two latents of one encoder, two code sequences
+    assert ModelSpec.from_json(multi.to_json()) == multi
+    with pytest.raises(ValueError, match="category_streams"):
+        ModelSpec(**{**multi.to_json(), "category_columns": spec.category_columns, "encoder_names": (),
+                     "codebook_sizes": spec.codebook_sizes, "encoder_codebook_sizes": (),
+                     "category_streams": (0,) * len(streams)})
+
+
 def test_each_level_lowers_reconstruction_error(data):
     _, val, spec = data
     model, state = _train(data, epochs=12, schedule="constant")  # 84 steps: annealing would stop short
@@ -155,3 +186,14 @@ def test_codebook_size_rule():
     assert scale_codebook_sizes((128, 256, 512), 4096) == (128, 256, 512)
     assert scale_codebook_sizes((128, 256, 512), 600) == (64, 64, 64)
     assert scale_codebook_sizes((128, 256, 512), 3) == (2, 2, 2)
+
+
+def test_epoch_line_reports_loss_and_validation_per_level():
+    from spinlock.encoding.training import epoch_line
+
+    record = {"epoch": 3, "train_total": 0.41234, "train_recon": 0.3, "train_seconds": 2.54,
+              "validation": {"r2": {"all": [0.7, 0.8, 0.85]}, "codebook_usage": [0.9, 0.8, 0.7]}}
+    assert epoch_line(record, 40) == ("epoch 4/40: loss 0.4123 (features 0.3000), 2.5 s; validation R²"
+                                      " 0.700/0.800/0.850 (coarse/+medium/all), codebook usage 0.90/0.80/0.70")
+    del record["validation"]
+    assert epoch_line(record, 40).endswith("2.5 s")

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
+import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,12 +40,19 @@ from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import stored_ic_shape
 from spinlock.encoding.metrics import token_health
-from spinlock.encoding.model import ModelSpec, effective_inputs, encoder_codebook_sizes, scale_codebook_sizes
+from spinlock.encoding.model import (
+    ModelSpec,
+    category_stream_count,
+    effective_inputs,
+    encoder_codebook_sizes,
+    scale_codebook_sizes,
+    stream_names,
+)
 from spinlock.encoding.outputs import write_tokens
 from spinlock.encoding.schema import SCALAR_FAMILIES
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import Tokenizer
-from spinlock.encoding.training import TrainSettings, TrainState, build_model, flat_metrics, train_model
+from spinlock.encoding.training import TrainSettings, TrainState, build_model, epoch_line, flat_metrics, train_model
 from spinlock.errors import DataError, SpinlockError
 from spinlock.rng import derive_key
 
@@ -89,6 +99,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch iterators: no bars
+    quiet_train_worker()
 
     model = build_model(spec, settings.seed)
     start = None
@@ -133,6 +144,9 @@ def train_loop_per_worker(config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
+        # not print(): Ray Train patches it to log *and* echo, so every line would show twice
+        sys.stdout.write(epoch_line(record, settings.epochs) + "\n")
+        sys.stdout.flush()
         with tempfile.TemporaryDirectory() as d:
             state.save(Path(d) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
@@ -193,20 +207,26 @@ def plan_model(cfg: TokenizerConfig, cleaner: FeatureCleaner, categories: list, 
     """The model spec of a fit, with codebook sizes scaled to the data, and the numbers behind them.
 
     Level sizes: ``scale_codebook_sizes(codebook_sizes, min(n_train, kmeans_init_rows), rows_per_code)``.
-    Per encoder: ``encoder_codebook_sizes`` from the effective inputs of each category in the first
-    ``min(n_train, kmeans_init_rows)`` training rows (the rows k-means starts from; the temporal and
-    IC encoders are continuous and high-dimensional, so they are not measured).
+    Token streams per category: ``category_stream_count`` of its columns in the first
+    ``min(n_train, kmeans_init_rows)`` training rows (the rows k-means starts from). Per stream:
+    ``encoder_codebook_sizes`` from the effective inputs of each single-stream category in the same
+    rows (categories with several streams, the temporal and IC encoders are high-dimensional, so they
+    keep the level sizes).
     """
     m = cfg.model
     init_rows = min(n_train, cfg.training.kmeans_init_rows)
     levels = scale_codebook_sizes(m.codebook_sizes, init_rows, m.rows_per_code)
     sample = train.limit(init_rows).take_batch(init_rows, batch_format="numpy")["x"] if init_rows else None
     n_temporal = len(cleaner.temporal_names_out)
-    names = (*(c.name for c in categories), *(("temporal",) if n_temporal else ()), "ic")
-    effective: list[float | None] = [
-        effective_inputs(sample[:, list(c.columns)], m.code_resolution) if sample is not None else None
-        for c in categories]
-    effective += [None] * (len(names) - len(categories))
+    streams = [category_stream_count(sample[:, list(c.columns)], m.components_per_stream) if sample is not None
+               else 1 for c in categories]
+    names = (*stream_names([c.name for c in categories], streams), *(("temporal",) if n_temporal else ()), "ic")
+    # effective inputs of single-stream categories; a category with several streams is high-dimensional
+    effective: list[float | None] = []
+    for c, s in zip(categories, streams, strict=True):
+        m_c = effective_inputs(sample[:, list(c.columns)], m.code_resolution) if sample is not None else None
+        effective += [m_c] if s == 1 else [None] * s
+    effective += [None] * (len(names) - len(effective))
     spec = ModelSpec(
         category_columns=tuple(c.columns for c in categories),
         n_features=len(cleaner.names_out),
@@ -223,9 +243,11 @@ def plan_model(cfg: TokenizerConfig, cleaner: FeatureCleaner, categories: list, 
         kmeans_iters=m.kmeans_iters,
         encoder_names=names,
         encoder_codebook_sizes=encoder_codebook_sizes(levels, effective, init_rows, m.rows_per_code),
+        category_streams=tuple(streams),
     )
     plan = {"configured": list(m.codebook_sizes), "init_rows": init_rows, "rows_per_code": m.rows_per_code,
-            "code_resolution": m.code_resolution,
+            "code_resolution": m.code_resolution, "components_per_stream": m.components_per_stream,
+            "category_streams": {c.name: s for c, s in zip(categories, streams, strict=True)},
             "effective_inputs": {n: (round(e, 1) if e is not None else None)
                                  for n, e in zip(names, effective, strict=True)}}
     return spec, plan
@@ -242,6 +264,10 @@ def codebook_message(spec: ModelSpec, plan: dict) -> str:
              if tuple(k) != tuple(spec.codebook_sizes)]
     if small:
         msg += f"; few distinguishable inputs (resolution {plan['code_resolution']}): " + ", ".join(small)
+    multi = [f"{n} x{s}" for n, s in plan["category_streams"].items() if s > 1]
+    if multi:
+        msg += (f"; {spec.n_encoders} token streams, several for wide categories (one per"
+                f" {plan['components_per_stream']} principal components of 95 % variance): " + ", ".join(multi))
     return msg
 
 
@@ -272,6 +298,21 @@ def _converged(h5_path: Path, index: np.ndarray) -> np.ndarray:
 def _family_columns(names: list[str]) -> dict[str, list[int]]:
     fams = [n.split(".", 1)[0] for n in names]
     return {f: [j for j, g in enumerate(fams) if g == f] for f in SCALAR_FAMILIES}
+
+
+def quiet_train_worker() -> None:
+    """Lower Ray Train's per-epoch INFO lines in this worker process to WARNING.
+
+    Every ``ray.train.report`` logs the full repr of its metrics and every checkpoint its path: two
+    long lines per epoch and worker that bury the stage's one-line epoch summary (``epoch_line``).
+    The report logger is named after its file, so it is looked up on its (private) module; if Ray
+    moves it, the lines simply come back.
+    """
+    logging.getLogger("ray.train.v2._internal.execution.storage").setLevel(logging.WARNING)
+    try:
+        importlib.import_module("ray.train.v2._internal.execution.context").logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):
+        pass
 
 
 def quiet_ray_data() -> None:
@@ -327,7 +368,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
                             n_train)
     settings = train_settings(cfg, seed, cleaner.names_out)
     log(codebook_message(spec, plan))
-    log(f"training: {n_train} train / {n_val} validation rows, {spec.n_encoders} encoders,"
+    log(f"training: {n_train} train / {n_val} validation rows, {spec.n_encoders} token streams,"
         f" {cfg.training.num_workers} worker(s)")
     state = fit_vqvae(train_ds, val_ds, spec, settings, cfg, storage_path=tok_dir / "ray",
                       name=run_name(out, config_hash), n_train=n_train, n_validation=n_val,

@@ -30,7 +30,7 @@ from spinlock.encoding.schema import META_KEY, FeatureBatch, FeatureSchema
 from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 
-TOKENIZER_FORMAT = 1
+TOKENIZER_FORMAT = 2  # 2: token streams, output heads read the latents too
 META_FILE, CLEANING_FILE, CATEGORIES_FILE, MODEL_FILE = (
     "tokenizer.json", "cleaning.npz", "categories.json", "model.pt")
 

@@ -232,6 +232,18 @@ def _snapshot(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, hi
     return TrainState(epoch, model_state, copy.deepcopy(optimizer.state_dict()), list(history))
 
 
+def epoch_line(record: dict, epochs: int) -> str:
+    """One human-readable line per epoch (the stage's progress log)."""
+    line = (f"epoch {record['epoch'] + 1}/{epochs}: loss {record.get('train_total', float('nan')):.4f}"
+            f" (features {record.get('train_recon', float('nan')):.4f}), {record['train_seconds']:.1f} s")
+    val = record.get("validation")
+    if val:
+        r2 = "/".join(f"{v:.3f}" for v in val["r2"]["all"])
+        usage = "/".join(f"{v:.2f}" for v in val["codebook_usage"])
+        line += f"; validation R² {r2} (coarse/+medium/all), codebook usage {usage}"
+    return line
+
+
 def flat_metrics(record: dict) -> dict[str, float]:
     """One epoch record as flat ``name: number`` pairs (for Ray Train's report and logs)."""
     out = {k: v for k, v in record.items() if isinstance(v, int | float)}
