@@ -211,3 +211,12 @@ def test_visualize_cli_per_token_needs_tokens(tmp_path, capsys):
     syn = make_run(tmp_path / "nt", n=4, tokens=False, tokenizer_dir=False)
     assert main(["visualize", str(syn.out), "--out", str(tmp_path / "o"), "--per-token"]) == 2
     assert "no /tokens yet" in capsys.readouterr().err
+
+
+def test_embedding_panels_show_each_category_before_extra_streams():
+    from spinlock.viz.tokenizer_plots import panel_order
+
+    names = ["c00_summary.0", "c00_summary.1", "c01_arch", "c02_summary.0", "c02_summary.1", "c02_summary.2",
+             "temporal", "ic"]
+    assert panel_order(names) == [0, 2, 3, 6, 7, 1, 4, 5]
+    assert panel_order(["a", "b"]) == [0, 1]

@@ -151,9 +151,17 @@ def plot_category_sizes(categories: Sequence[Category]) -> Figure:
     return fig
 
 
+def panel_order(streams: Sequence[str]) -> list[int]:
+    """Token stream indices with each category's first stream before the extra streams of wide
+    categories (``<category>.1``, ``.2``, ...), so the first panels show different categories."""
+    extra = [bool((m := re.fullmatch(r".+\.(\d+)", n)) and int(m.group(1)) > 0) for n in streams]
+    return [i for i, e in enumerate(extra) if not e] + [i for i, e in enumerate(extra) if e]
+
+
 def plot_token_embedding(run: RunData, tokens: Tokens, max_categories: int = 6) -> Figure:
     """Ok operators in the first two principal components of behaviour space (see
-    :func:`spinlock.viz.select.behaviour_matrix`), one panel per category coloured by its coarse code."""
+    :func:`spinlock.viz.select.behaviour_matrix`), one panel per token stream (first streams of the
+    categories first, :func:`panel_order`) coloured by its coarse code."""
     rows, z = behaviour_matrix(run)
     if z.shape[1] >= 2 and rows.size >= 2:
         xy = PCA(n_components=2, svd_solver="full").fit_transform(z)
@@ -166,8 +174,8 @@ def plot_token_embedding(run: RunData, tokens: Tokens, max_categories: int = 6) 
     fig.suptitle(f"operators in behaviour space (PCA of {z.shape[1]} robust-scaled features)", fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=1 - 0.5 / (3.0 * nrows + 0.4), hspace=0.4, wspace=0.25)
     size = float(np.clip(3000.0 / max(rows.size, 1), 3.0, 30.0))
-    for c in range(k):
-        ax = fig.add_subplot(nrows, ncols, c + 1)
+    for panel, c in enumerate(panel_order(tokens.categories)[:k]):
+        ax = fig.add_subplot(nrows, ncols, panel + 1)
         code = tokens.codes[rows, c, 0]
         n_codes = int(code.max(initial=0)) + 1
         base = matplotlib.colormaps["tab10" if n_codes <= 10 else "tab20" if n_codes <= 20 else "turbo"]
