@@ -66,7 +66,7 @@ class ModelConfig(_Strict):
     code_resolution: float = Field(0.05, gt=0.0)
     """Grid step, in standard deviations of the cleaned features, at which a category's inputs count as
     distinguishable; an encoder with few effective inputs gets that many codes over its three levels."""
-    components_per_stream: int = Field(8, ge=0)
+    components_per_stream: int = Field(6, ge=0)
     """A category gets one token stream (three codes) per this many principal components it needs for
     95 % of its training variance; 0: one stream per category (docs/tokenizer.md, "Token streams")."""
     commitment_weight: float = Field(0.25, ge=0.0)
