@@ -5,7 +5,8 @@
 
 Prints sample-steps/s (one sample-step = one realization of one operator advanced one step) for:
   engine        the engine on a batch of same-shape operators (CUDA: one grouped conv per layer; CPU:
-                one call per operator with its M realizations as the batch)
+                layer-major passes of a few operators, one call per operator with its M realizations
+                as the batch for the wide convolutions, see spinlock/operators/cnn.py)
   bare@b        a bare torch loop of the same conv stack (one weight set) at batch size b, b = 1..64 and M
   one-at-a-time the engine called once per operator (M realizations per call)
   mixed         the engine on a Sobol batch of the quickstart space (mixed shapes, as in a real run)
@@ -122,7 +123,7 @@ def main() -> None:
         _, _, ic_m, eng = build_batch(mixed_cfg, s, slice(0, a.operators), dev)
         eng.run(ic_m)
 
-    bare_sizes = sorted({1, 2, 4, 8, 16, 32, 64, M})  # M: the engine's per-call batch on CPU
+    bare_sizes = sorted({1, 2, 4, 8, 16, 32, 64, M})  # M: the batch of the engine's wide convolutions on CPU
     variants: dict[str, Callable[[], None]] = {"engine": engine_run}
     variants.update({f"bare@{b}": bare(b) for b in bare_sizes})
     variants["one-at-a-time"] = one_at_a_time

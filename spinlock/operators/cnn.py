@@ -146,7 +146,7 @@ class CNNGroup(BatchedGroup):
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         p = self.k // 2
         if p == 0:
-            return x
+            return x.contiguous()  # im2col's as_strided view assumes the contiguous layout
         if self.padding_mode == "zeros":
             return F.pad(x, (p, p, p, p))
         return F.pad(x, (p, p, p, p), mode=self.padding_mode)
