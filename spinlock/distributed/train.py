@@ -218,14 +218,16 @@ def plan_model(cfg: TokenizerConfig, cleaner: FeatureCleaner, categories: list, 
     levels = scale_codebook_sizes(m.codebook_sizes, init_rows, m.rows_per_code)
     sample = train.limit(init_rows).take_batch(init_rows, batch_format="numpy")["x"] if init_rows else None
     n_temporal = len(cleaner.temporal_names_out)
-    streams = [category_stream_count(sample[:, list(c.columns)], m.components_per_stream) if sample is not None
-               else 1 for c in categories]
-    names = (*stream_names([c.name for c in categories], streams), *(("temporal",) if n_temporal else ()), "ic")
-    # effective inputs of single-stream categories; a category with several streams is high-dimensional
+    # per category: its streams, and (single-stream categories only; several streams mean a
+    # high-dimensional input) its effective inputs, one entry per stream
+    streams: list[int] = []
     effective: list[float | None] = []
-    for c, s in zip(categories, streams, strict=True):
-        m_c = effective_inputs(sample[:, list(c.columns)], m.code_resolution) if sample is not None else None
-        effective += [m_c] if s == 1 else [None] * s
+    for c in categories:
+        cols = sample[:, list(c.columns)] if sample is not None else None
+        s = category_stream_count(cols, m.components_per_stream) if cols is not None else 1
+        streams.append(s)
+        effective += [effective_inputs(cols, m.code_resolution) if cols is not None else None] if s == 1 else [None] * s
+    names = (*stream_names([c.name for c in categories], streams), *(("temporal",) if n_temporal else ()), "ic")
     effective += [None] * (len(names) - len(effective))
     spec = ModelSpec(
         category_columns=tuple(c.columns for c in categories),

@@ -47,13 +47,13 @@ NORMALIZATIONS = ("none", "instance", "layer")
 PADDING_MODES = ("circular", "reflect", "replicate", "zeros")
 EPS = 1e-5
 # On CUDA a group runs as one grouped convolution per layer ("grouped": operators stacked on the channel
-# axis, realizations on the batch axis). On CPU the computation is layer-major over the whole group with
-# operators on the batch axis ([G·M, C, H, W]): every elementwise step (padding, normalisation,
-# activation) is one call for all G operators, and only the convolutions that need per-operator weights
-# loop. oneDNN runs G separate convolutions of batch M at least as fast as one grouped convolution with G
-# groups (2-core x86 VM, 16 same-shape operators × 2 realizations, 32², width 32: per-operator
-# 2.9–3.3k sample-steps/s vs grouped-16 2.1–2.2k), fewer shapes need a JIT-compiled kernel, and an
-# operator's result does not depend on which operators share its batch.
+# axis, realizations on the batch axis). On CPU the computation is layer-major over passes of a few
+# operators (PASS_BYTES, below) with operators on the batch axis ([G·M, C, H, W]): every elementwise step
+# (padding, normalisation, activation) is one call per pass, and only the convolutions that need
+# per-operator weights loop. oneDNN runs G separate convolutions of batch M at least as fast as one
+# grouped convolution with G groups (2-core x86 VM, 16 same-shape operators × 2 realizations, 32², width
+# 32: per-operator 2.9–3.3k sample-steps/s vs grouped-16 2.1–2.2k), fewer shapes need a JIT-compiled
+# kernel, and an operator's result does not depend on which operators share its batch.
 # oneDNN's direct convolution vectorises over blocks of 16 channels; a layer with fewer output or input
 # channels (the last layer maps back to C = 3, the first one comes from it) wastes most of each vector.
 # On CPU such layers run as batched matrix products over all operators instead (same maths, different
@@ -204,10 +204,9 @@ class CNNGroup(BatchedGroup):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         G, M, _, H, W = x.shape
-        if self.grouped:
-            return self._forward(x, 0, G)
         p = 2 * (self.k // 2)
-        per_pass = max(1, PASS_BYTES // (M * max(self.dims) * (H + p) * (W + p) * x.element_size()))
+        per_pass = G if self.grouped else max(
+            1, PASS_BYTES // (M * max(self.dims) * (H + p) * (W + p) * x.element_size()))
         if per_pass >= G:
             return self._forward(x, 0, G)
         return torch.cat([self._forward(x[s:s + per_pass], s, min(s + per_pass, G)) for s in range(0, G, per_pass)])
