@@ -24,7 +24,8 @@ from spinlock.rollout.observer import Observer
 
 STATUS_OK = 0
 STATUS_DIVERGED = 1
-STATUS_NAMES = {STATUS_OK: "ok", STATUS_DIVERGED: "diverged"}
+STATUS_FAULT = 2  # a non-finite value the dynamics did not cause (noise, IC or feature): a bug, not behaviour
+STATUS_NAMES = {STATUS_OK: "ok", STATUS_DIVERGED: "diverged", STATUS_FAULT: "fault"}
 
 
 def resolve_device(kind: str = "auto") -> torch.device:

@@ -39,7 +39,7 @@ SPEC: list[tuple[str, tuple[str, ...], str, tuple[str, ...], bool]] = [
     ("tokens", ("N", "KL"), "int32", ("categories", "levels"), True),
 ]
 ROOT_ATTRS = ("format_version", "spinlock_version", "seed", "config", "config_hash")
-VALID_STATUS = (0, 1)
+VALID_STATUS = (0, 1, 2)
 
 
 def _dtype_ok(ds: h5py.Dataset, want: str) -> bool:

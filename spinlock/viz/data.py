@@ -26,7 +26,7 @@ from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 DATASET_FILE = "dataset.h5"
 TOKENIZER_DIR = "tokenizer"
 SCALAR_FAMILIES = ("initial", "architecture", "summary")
-STATUS_NAMES = {0: "ok", 1: "diverged"}
+STATUS_NAMES = {0: "ok", 1: "diverged", 2: "fault"}
 """Known ``/status`` codes; any other code is shown as ``code <n>``."""
 
 
