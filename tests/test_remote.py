@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import ray
 from conftest import tiny_config
+from faults import ORDERS_ENV, kill_order_runtime_env, order_kill
 
 from spinlock.storage.remote import RemoteStore, is_remote
 
@@ -24,7 +25,7 @@ ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(tmp_path_factory):
     from moto.server import ThreadedMotoServer
 
     with socket.socket() as s:
@@ -32,9 +33,10 @@ def s3():
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL"]}
+    saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL", ORDERS_ENV]}
     os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
-    ray.init(num_cpus=2, include_dashboard=False)  # workers inherit the endpoint and credentials
+    env = kill_order_runtime_env(tmp_path_factory.mktemp("orders"))
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=env)  # workers inherit endpoint and credentials
     store = RemoteStore("s3://spinlock-test")
     store.fs.mkdir("spinlock-test")
     yield store
@@ -95,6 +97,27 @@ def test_s3_output_matches_local_and_resumes(s3, tmp_path):
     s3.download("runs/tiny/shards/shard-00001.h5", tmp_path / "s1.h5")
     with h5py.File(tmp_path / "s1.h5", "r") as f:
         assert bool(f.attrs["complete"]) and f["operators/index"][()].tolist() == [4, 5, 6, 7]
+
+
+def test_actor_killed_mid_shard_publishes_nothing_and_merge_refuses(s3, tmp_path):
+    """An object store has no rename: the staged shard is uploaded only after its local commit, so a
+    writer that dies mid-shard leaves no key, and the run (no retries) fails instead of merging."""
+    from pathlib import Path
+
+    from spinlock.distributed.driver import generate
+    from spinlock.errors import SpinlockError
+
+    cfg = tiny_config(**{"distributed.cpu_headroom": 0, "distributed.staging_dir": str(tmp_path / "stage"),
+                         "distributed.max_retries": 0})
+    url = "s3://spinlock-test/runs/killed"
+    taken = order_kill(Path(os.environ[ORDERS_ENV]), "shard-00001.h5")
+    with pytest.raises(SpinlockError, match=r"1 shard\(s\) failed .* shard-00001.h5: actor died"):
+        generate(cfg, url, workers=1, show_progress=False)
+    assert taken.exists()
+    keys = sorted(k.split("runs/killed/", 1)[1] for k in s3.fs.find("spinlock-test/runs/killed"))
+    assert "shards/shard-00001.h5" not in keys and "features/shard-00001.parquet" not in keys
+    assert "dataset.h5" not in keys
+    assert generate(cfg, url, workers=1, show_progress=False)  # the rerun regenerates shard 1 and merges
 
 
 def test_missing_bucket_is_a_clear_error(s3, tmp_path):

@@ -12,7 +12,6 @@ at all when the resume scan of this run already read it and the file is unchange
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError
+from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import DATASET_FILE, LARGE, SHARDS_DIR, compression_kwargs, shard_name, shard_path
 from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard
 
@@ -163,5 +163,5 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
                         ds[start : start + info.rows] = fs[name][()]
             start += info.rows
         g["parameters"].attrs["stratification"] = json.dumps(stratification_metrics(all_unit_points(cfg)))
-    os.replace(tmp, target)
+    durable_replace(tmp, target)
     return target

@@ -8,13 +8,14 @@ list<float32>[T'] columns. Schema metadata ``spinlock`` = JSON {"names": {family
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from spinlock.storage.durable import durable_replace
 
 FLAT_FAMILIES = ("initial", "architecture", "summary")
 
@@ -47,5 +48,5 @@ def export_parquet(shard_file: Path, out_file: Path) -> Path:
     table = table.replace_schema_metadata(meta)
     tmp = out_file.with_name(out_file.name + ".tmp")
     pq.write_table(table, tmp)
-    os.replace(tmp, out_file)
+    durable_replace(tmp, out_file)
     return out_file

@@ -19,6 +19,7 @@ from spinlock import FORMAT_VERSION, __version__
 from spinlock.config.loading import config_hash, dump_config
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError
+from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import compression_kwargs, trajectory_chunk_steps
 
 if TYPE_CHECKING:
@@ -126,14 +127,7 @@ class ShardWriter:
         self.f.attrs["complete"] = True
         self.f.flush()
         self.f.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        durable_replace(self.tmp, self.path)
 
     def abort(self) -> None:
         try:

@@ -33,6 +33,7 @@ import numpy as np
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError, SpinlockError
+from spinlock.storage.durable import fsync_path
 from spinlock.storage.layout import TRAJECTORIES_ZARR, trajectory_chunk_steps
 from spinlock.storage.remote import is_remote
 
@@ -244,18 +245,10 @@ class ZarrTrajectoryWriter:
         dirs: set[Path] = set()
         for key in chunk_keys(self.arr, self.start, self.stop):
             path = root / key
-            _fsync(path)
+            fsync_path(path)
             dirs.add(path.parent)
         for d in dirs:
-            _fsync(d)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(d)
 
 
 class ZarrRows:
