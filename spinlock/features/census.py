@@ -24,7 +24,7 @@ COLLAPSE_LOG_RATIO = -1.5
 """collapsed: log10 σ_late - max(0, log10 max|x|_late) ≤ this, i.e. the spatial std is at most 3 % (30 dB of
 energy below) of the larger of the IC's std (1, by the amplitude convention) and the final amplitude.
 At 3 % every quickstart operator below it renders as a uniform field; the next ones up (4-6 %) still
-show a visible noise floor."""
+show a faint pattern or noise floor."""
 NOISE_FRACTION = 0.5
 """noise_dominated: φ = M/(M-1) · 10^(2·spread.field.late) ≥ this. φ is the unbiased estimate of the
 fraction of the state's mean square that differs between realizations (1 for independent realizations,
