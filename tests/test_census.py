@@ -219,10 +219,11 @@ def test_info_parquet_and_report_agree(tiny_run):
 
     rep = Path(out) / "report-census"
     rep.mkdir()
-    sec = census_section(RunData(out), rep)
+    sec = census_section(RunData(out), rep, seed=0)
     assert sum(int(v.split()[0]) for _, v in sec.table) == len(codes)
-    img = iio.imread(sec.plots[0].path)
-    assert img[..., :3].astype(float).var() > 0
+    assert [p.path.name for p in sec.plots] == ["census.png", "census-examples.png"]
+    for plot in sec.plots:
+        assert iio.imread(plot.path)[..., :3].astype(float).var() > 0
 
 
 def test_parameter_bins_and_mutual_information(tiny_run):

@@ -4,6 +4,8 @@ Each sampled parameter becomes a panel of 100 % stacked bars, one bar per choice
 value, or boolean) and, for continuous parameters, one per quarter of the Sobol coordinate, i.e. four
 equal bins on the parameter's own linear or log scale. Panels are ordered by the mutual information
 between the bin and the class, so the parameters whose ranges decide the behaviour come first.
+A second figure shows a few operators of each behaviour class: IC and final state, so the classes can be
+checked by eye.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from spinlock.features.census import CLASSES, NAMES
+from spinlock.features.census import CLASSES, CODE, NAMES
+from spinlock.rng import numpy_rng
+from spinlock.viz.colors import FIELD_CMAP, apply_colormap, channels_to_rgb, robust_limits
+from spinlock.viz.data import RunData
 
 CLASS_COLORS = {
     "fault": "#000000",
@@ -145,4 +150,49 @@ def plot_census(codes: np.ndarray, params: list[ParameterBins], title: str = "be
         ax.set_title(f"{p.name} (MI {mutual_information(codes, p.bin):.2f} bit)", fontsize=8)
     fig.legend(handles=[Patch(color=CLASS_COLORS[c.name], label=c.name) for c in present], loc="lower center",
                ncol=len(present), fontsize=8, frameon=False)
+    return fig
+
+
+EXAMPLE_CLASSES = ("collapsed", "noise_dominated", "grid_scale", "structured")
+"""Classes with a final field worth showing (diverged ones end in NaN)."""
+
+
+def _image(frames: np.ndarray) -> np.ndarray:
+    """[K, C, H, W] → uint8 [K, H, W, 3] with one set of limits for all K frames (rgb for C = 3)."""
+    if frames.shape[1] == 3:
+        return channels_to_rgb(frames, [robust_limits(frames[:, c]) for c in range(3)])
+    return apply_colormap(frames[:, 0], FIELD_CMAP, robust_limits(frames[:, 0], symmetric=True))
+
+
+def plot_class_examples(run: RunData, codes: np.ndarray, seed: int, per_class: int = 3) -> Figure | None:
+    """Per class of :data:`EXAMPLE_CLASSES` present, ``per_class`` operators (seeded draw): the IC and the
+    final stored state of realizations 0 and 1, coloured with the operator's limits over all three, so a
+    collapse shows as a uniform final field and noise as unrelated realizations. ``None`` without classes."""
+    rows = [(name, np.flatnonzero(np.asarray(codes) == CODE[name])) for name in EXAMPLE_CLASSES]
+    rows = [(name, r) for name, r in rows if r.size]
+    if not rows:
+        return None
+    last = int(run.simulation_steps or 0)
+    m = min(2, run.realizations or 1)
+    panels = 1 + m
+    fig = Figure(figsize=(1.25 * panels * per_class + 0.9, 1.45 * len(rows) + 0.5), dpi=100)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.9 / fig.get_figwidth(), right=0.99, top=1 - 0.45 / fig.get_figheight(),
+                        bottom=0.05, wspace=0.08, hspace=0.35)
+    for i, (name, members) in enumerate(rows):
+        pick = np.sort(numpy_rng(seed, "viz.census.examples", CODE[name]).choice(
+            members, size=min(per_class, members.size), replace=False))
+        for j, row in enumerate(pick):
+            traj = run.trajectory(int(row), [0, last], list(range(m)))  # [m, 2, C, H, W]
+            frames = np.concatenate([traj[:1, 0], traj[:, 1]])
+            for k, img in enumerate(_image(frames)):
+                ax = fig.add_subplot(len(rows), panels * per_class, i * panels * per_class + j * panels + k + 1)
+                ax.imshow(img, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                label = f"op {int(run.operator_index[row])} t=0" if k == 0 else f"t={last} r{k - 1}"
+                ax.set_title(label, fontsize=6.5)
+                if j == 0 and k == 0:
+                    ax.set_ylabel(name, fontsize=8)
+    fig.suptitle("census classes: IC, then the final state of realizations 0 and 1", fontsize=9)
     return fig

@@ -102,7 +102,7 @@ def dataset_section(run: RunData, out: Path) -> Section:
     return s
 
 
-def census_section(run: RunData, out: Path) -> Section:
+def census_section(run: RunData, out: Path, seed: int) -> Section:
     s = Section("Behaviour census")
     with h5py.File(run.dataset_path, "r") as f:
         codes, notes = read_census(f)
@@ -119,6 +119,16 @@ def census_section(run: RunData, out: Path) -> Section:
                for k in census.CLASSES if c[k.name]]
     fig = cp.plot_census(codes, params)
     s.plots.append(Plot(_save(fig, out / "census.png"), "behaviour census, overall and per sampled parameter"))
+    if run.stored_steps is None:
+        s.lines.append("Class examples omitted: trajectories are not stored (they would need a replay per operator).")
+        return s
+    try:
+        fig = cp.plot_class_examples(run, codes, seed)
+    except SpinlockError as e:
+        s.lines.append(f"Class examples omitted: {e}")
+        return s
+    if fig is not None:
+        s.plots.append(Plot(_save(fig, out / "census-examples.png"), "a few operators of each class"))
     return s
 
 
@@ -241,7 +251,7 @@ def write_report(
     mode = default_mode(run.channels or 1)
     sections = [
         dataset_section(run, out),
-        census_section(run, out),
+        census_section(run, out, seed),
         features_section(run, out),
         tokenizer_section(run, out, mode, seed),
         rollout_section(run, out, rollouts, seed, mode),
