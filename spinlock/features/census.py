@@ -3,7 +3,9 @@
 Parameter-space coverage is not behaviour coverage: a Sobol design spreads operators evenly over the
 parameters, yet many of them may diverge, decay to a constant, drown in their own noise or settle on
 grid-scale stripes. The census says how many, so a user can narrow the parameter ranges before a large
-run. Rules are tried in the order of :data:`CLASSES`; the first that holds names the operator.
+run. /status decides first (fault, diverged, other codes undetermined); an ok operator then gets the first
+of collapsed → noise_dominated → grid_scale whose rule holds, else structured, and is undetermined if it
+reaches a rule whose input is NaN or absent.
 
 All inputs are ``late`` pools (the mean over the last quarter of a statistic's sampled steps), so the
 class describes where the rollout ends, not how it started. Thresholds are module constants with their
@@ -59,7 +61,7 @@ CLASSES: tuple[CensusClass, ...] = (
                 "(wavelengths under 4 cells: checkerboards, Nyquist stripes)"),
     CensusClass("structured", 6, "none of the above: a resolved, reproducible, non-trivial final field"),
 )
-"""The classes in rule order (code = position). A code is stable: new classes are appended."""
+"""Every class with its code (= position) and rule. Codes are stable: new classes are appended."""
 NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 CODE = {c.name: c.code for c in CLASSES}
 assert all(c.code == i for i, c in enumerate(CLASSES))
@@ -88,6 +90,8 @@ def classify(summary: np.ndarray, names: Sequence[str], status: np.ndarray, real
     read; a missing one makes its rule undecidable), ``status`` [N] is /status and ``realizations`` the
     run's M (the noise rule needs M ≥ 2 and the M/(M-1) correction).
     """
+    if realizations < 1:
+        raise ValueError(f"realizations must be >= 1, got {realizations}")
     status = np.asarray(status)
     n = status.shape[0]
     if summary.shape[0] != n:
