@@ -1,6 +1,7 @@
 """Per-shard Parquet feature tables (the input Ray Data streams into the tokenizer).
 
-Columns: ``operator_index`` int64, ``status`` int8, ``ic_type`` string, one float32 column per feature
+Columns: ``operator_index`` int64, ``status`` int8, ``ic_type`` string, ``census`` string (the behaviour
+class, ``spinlock.features.census``), one float32 column per feature
 named ``<family>.<name>`` for initial/architecture/summary, and ``temporal.<name>`` as fixed-size
 list<float32>[T'] columns. Schema metadata ``spinlock`` = JSON {"names": {family: [...]}, "temporal_steps": [...]}.
 """
@@ -15,7 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spinlock.features.census import NAMES as CENSUS_NAMES
 from spinlock.storage.durable import durable_replace
+from spinlock.storage.reader import read_census
 
 FLAT_FAMILIES = ("initial", "architecture", "summary")
 
@@ -30,6 +33,7 @@ def export_parquet(shard_file: Path, out_file: Path) -> Path:
         cols["operator_index"] = pa.array(f["operators/index"][()], pa.int64())
         cols["status"] = pa.array(f["status"][()], pa.int8())
         cols["ic_type"] = pa.array([s.decode() if isinstance(s, bytes) else s for s in f["ics/type"][()]])
+        cols["census"] = pa.array([CENSUS_NAMES[c] for c in read_census(f)[0]], pa.string())
         for fam in FLAT_FAMILIES:
             ds = f[f"features/{fam}"]
             names[fam] = [str(x) for x in ds.attrs["names"]]

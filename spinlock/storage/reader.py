@@ -8,8 +8,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import yaml
 
 from spinlock.errors import DataError
+from spinlock.features import census
 from spinlock.rollout.engine import STATUS_NAMES
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
@@ -20,6 +22,32 @@ def _fmt_bytes(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} PiB"
+
+
+CENSUS_BLOCK_ROWS = 1 << 16
+
+
+def read_census(f: h5py.File) -> tuple[np.ndarray, list[str]]:
+    """Census codes [N] int8 of a dataset or shard file and the notes on rules it cannot apply.
+
+    Reads /status, the run's M (attr ``config``) and only the census columns of /features/summary, in
+    row blocks, so memory stays O(N) whatever the feature width.
+    """
+    status = f["status"][()]
+    sim = yaml.safe_load(f.attrs.get("config") or "{}").get("simulation", {})
+    m = int(sim.get("realizations", 1))
+    if "features/summary" not in f:
+        return census.classify(np.zeros((len(status), 0), np.float32), [], status, m), ["no /features/summary"]
+    ds = f["features/summary"]
+    names = [x.decode() if isinstance(x, bytes) else str(x) for x in ds.attrs["names"]]
+    cols = sorted({names.index(c) for c in census.INPUTS if c in names})
+    block = np.empty((len(status), len(cols)), np.float32)
+    for a in range(0, len(status), CENSUS_BLOCK_ROWS):
+        b = min(a + CENSUS_BLOCK_ROWS, len(status))
+        if cols:
+            block[a:b] = ds[a:b, cols]
+    codes = census.classify(block, [names[j] for j in cols], status, m)
+    return codes, census.rule_notes(names, m)
 
 
 def describe(path: str | Path) -> str:
@@ -51,6 +79,8 @@ def describe(path: str | Path) -> str:
         lines.append(f"  operators: {n}")
         st = Counter(f["status"][()].tolist())
         lines.append("  status: " + ", ".join(f"{STATUS_NAMES.get(k, k)} {v}" for k, v in sorted(st.items())))
+        codes, notes = read_census(f)
+        lines.append("  census: " + census.format_counts(codes) + "".join(f"; {x}" for x in notes))
         names = [str(x) for x in f["parameters/values"].attrs["names"]]
         lines.append(f"  parameters ({len(names)}): {', '.join(names)}")
         if "stratification" in f["parameters"].attrs:

@@ -1,6 +1,6 @@
 """The run report: ``OUT/report/`` with PNG/GIF plots, a self-contained ``index.html`` and ``summary.md``.
 
-Sections: dataset summary, feature plots, tokenizer dashboards, rollout renderings. Anything the run
+Sections: dataset summary, behaviour census, feature plots, tokenizer dashboards, rollout renderings. Anything the run
 does not have (tokens, tokenizer/, temporal features, trajectories without a replay) is omitted with a
 sentence saying why, never an error. In ``index.html`` every image is inlined (base64) and wrapped in
 a link to its file, so the page works alone and every plot stays reachable.
@@ -15,12 +15,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from spinlock import __version__
 from spinlock.errors import SpinlockError
+from spinlock.features import census
+from spinlock.storage.reader import read_census
+from spinlock.viz import census_plots as cp
 from spinlock.viz import feature_plots as fp
 from spinlock.viz import tokenizer_plots as tp
 from spinlock.viz.aggregate import plot_aggregate
@@ -95,6 +99,36 @@ def dataset_section(run: RunData, out: Path) -> Section:
         ax.set_title(f"IC types ({len(names)})", fontsize=8)
         s.plots.append(Plot(_save(fig, out / "dataset-ic-types.png"), "operators per initial-condition type"))
         s.table.append(("IC types", ", ".join(f"{n}: {counts[n]}" for n in names)))
+    return s
+
+
+def census_section(run: RunData, out: Path, seed: int) -> Section:
+    s = Section("Behaviour census")
+    with h5py.File(run.dataset_path, "r") as f:
+        codes, notes = read_census(f)
+        params = cp.parameter_bins(f, run.config.get("parameters") or {})
+    c = census.counts(codes)
+    s.lines.append(
+        "Each operator's class from /status and four summary features (docs/features.md, Behaviour census); "
+        "the first rule that holds wins. Per parameter, bars show the class fractions of each value or "
+        "quarter of its range, most informative parameter first: narrow the ranges that feed the classes "
+        "you do not want before a large run."
+    )
+    s.lines += notes
+    s.table = [(k.name, f"{c[k.name]} ({100 * c[k.name] / max(run.n, 1):.1f} %): {k.criterion}")
+               for k in census.CLASSES if c[k.name]]
+    fig = cp.plot_census(codes, params)
+    s.plots.append(Plot(_save(fig, out / "census.png"), "behaviour census, overall and per sampled parameter"))
+    if run.stored_steps is None:
+        s.lines.append("Class examples omitted: trajectories are not stored (they would need a replay per operator).")
+        return s
+    try:
+        fig = cp.plot_class_examples(run, codes, seed)
+    except SpinlockError as e:
+        s.lines.append(f"Class examples omitted: {e}")
+        return s
+    if fig is not None:
+        s.plots.append(Plot(_save(fig, out / "census-examples.png"), "a few operators of each class"))
     return s
 
 
@@ -217,6 +251,7 @@ def write_report(
     mode = default_mode(run.channels or 1)
     sections = [
         dataset_section(run, out),
+        census_section(run, out, seed),
         features_section(run, out),
         tokenizer_section(run, out, mode, seed),
         rollout_section(run, out, rollouts, seed, mode),
