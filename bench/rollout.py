@@ -144,6 +144,23 @@ def main() -> None:
     print(f"  ratio engine / bare@{best_b} (best bare batch) = {rate['engine'] / rate[f'bare@{best_b}']:.2f}")
     print(f"  ratio engine / bare@{M} (bare at one operator's batch) = {rate['engine'] / rate[f'bare@{M}']:.2f}")
     print(f"  ratio engine / one-at-a-time                = {rate['engine'] / rate['one-at-a-time']:.2f}")
+    if dev.type == "cuda":
+        # Lower bound on memory traffic: each layer reads its input and writes its output activation once
+        # (float32); the state update reads x, f(x), noise and writes x. The roofline is a measured copy.
+        acts = sum(dims[i] + dims[i + 1] for i in range(a.depth)) + 4 * C
+        bytes_per_step = acts * H * H * 4
+        n = 1 << 28
+        src, dst = torch.empty(n, device=dev), torch.empty(n, device=dev)
+        dst.copy_(src)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(10):
+            dst.copy_(src)
+        torch.cuda.synchronize()
+        bandwidth = 10 * 2 * n * 4 / (time.perf_counter() - t)
+        roof = bandwidth / bytes_per_step
+        print(f"  memory roofline {roof:.0f} sample-steps/s ({bandwidth / 1e12:.2f} TB/s copy, "
+              f"{bytes_per_step / 2**20:.2f} MiB/sample-step): engine at {rate['engine'] / roof:.1%} of it")
 
 
 if __name__ == "__main__":
