@@ -71,7 +71,11 @@ def quality_table(summary: dict) -> list[str]:
               _row("perplexity, mean over streams", tok["perplexity"], "{:.1f}"),
               _row(f"validation usage ({v['rows']} rows)", v["codebook_usage"]),
               _row("validation usage if codes were uniform (ceiling)", v["usage_ceiling"]),
-              _row("validation perplexity / K", v["perplexity_ratio"])]
+              _row("validation perplexity / K", v["perplexity_ratio"]),
+              "", f"Token positions: {tok['positions']} (means over positions; one-code levels, not emitted:"
+              f" {sum(tok['single_code_books'])}; other levels dropped by the fit: "
+              f"{len(tok['dropped']) - sum(tok['single_code_books'])}; constant over the operators:"
+              f" {len(tok['constant_positions'])})."]
     small = {n: k for n, k in summary["encoder_codebook_sizes"].items() if k != levels}
     if small:
         eff = summary["codebook_plan"]["effective_inputs"]

@@ -3,8 +3,10 @@
 Both yield, per operator, what the file holds of: ``operator_index``, ``status``, ``parameters``
 ([P] mapped values), ``ic`` ([C, H, W]), ``trajectory`` ([M, T, C, H, W], when stored), the scalar
 feature families ``features.initial`` / ``.architecture`` / ``.summary`` (and ``.initial_learned``
-once tokenized) as [D] vectors, ``features.temporal`` [T', D], and ``tokens`` [K·3] (once tokenized).
-Column names are in :meth:`OperatorDataset.names`.
+once tokenized) as [D] vectors, ``features.temporal`` [T', D], and ``tokens`` [positions] (once
+tokenized: one code per informative codebook, :mod:`spinlock.encoding.layout`). Column names are in
+:meth:`OperatorDataset.names` (``<stream>.l<level>`` for tokens); the token layout (stream, level and
+codebook size of each position) is :meth:`OperatorDataset.token_layout`.
 
 The HDF5 file is opened lazily by the process that reads (each DataLoader worker, each Ray actor)
 and is never pickled, so the objects can be sent to workers freely. Trajectories are read from
@@ -17,7 +19,6 @@ and is never pickled, so the objects can be sent to workers freely. Trajectories
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from spinlock.encoding.icfields import read_rows
+from spinlock.encoding.layout import TokenLayout
 from spinlock.errors import DataError
 from spinlock.storage import zarrstore
 
@@ -96,6 +98,14 @@ def available_fields(path: str | Path) -> list[str]:
                 if key in f or (key == "trajectories" and zarrstore.ATTR in f.attrs)]
 
 
+def _token_layout(f: h5py.File, path: str) -> TokenLayout:
+    """The layout of ``/tokens``, checked against its width (so a reader never mislabels a column)."""
+    layout = TokenLayout.from_attrs(f["tokens"].attrs, f"{path}:/tokens")
+    if f["tokens"].shape[1] != len(layout.positions):
+        raise DataError(f"{path}:/tokens has {f['tokens'].shape[1]} columns, its layout {len(layout.positions)}")
+    return layout
+
+
 class OperatorDataset(torch.utils.data.Dataset):
     """Map-style dataset: item ``i`` is a dict of tensors for the operator in row ``i`` of the file.
 
@@ -117,6 +127,8 @@ class OperatorDataset(torch.utils.data.Dataset):
         self._h5 = _Lazy(self.path)
         with h5py.File(self.path, "r", locking=False) as f:
             self._len = int(f["operators/index"].shape[0])
+            if "tokens" in self.fields:
+                _token_layout(f, self.path)
 
     def __len__(self) -> int:
         return self._len
@@ -127,15 +139,21 @@ class OperatorDataset(torch.utils.data.Dataset):
         return {name: torch.as_tensor(np.asarray(self._h5.dataset(_PATHS[name])[i])) for name in self.fields}
 
     def names(self) -> dict[str, list[str]]:
-        """Column names of the vector fields (features, parameters) and token categories."""
+        """Column names of the vector fields (features, parameters) and token positions."""
         out = {}
         for name in self.fields:
             attrs = self._h5.dataset(_PATHS[name]).attrs
-            if "names" in attrs:
+            if name == "tokens":
+                out[name] = self.token_layout().names
+            elif "names" in attrs:
                 out[name] = [str(n) for n in attrs["names"]]
-            if name == "tokens" and "categories" in attrs:
-                out[name] = json.loads(attrs["categories"])
         return out
+
+    def token_layout(self) -> TokenLayout:
+        """Stream, level and codebook size of every ``tokens`` column (DataError without a layout)."""
+        if "tokens" not in available_fields(self.path):
+            raise DataError(f"{self.path} has no tokens yet: run 'spinlock tokenize' first")
+        return _token_layout(self._h5.get(), self.path)
 
 
 class _ReadRows:
@@ -167,6 +185,8 @@ def read_operators(path: str | Path, fields: Sequence[str] | None = None, rows_p
         raise DataError(f"{p} has no {missing} (present: {present})")
     with h5py.File(p, "r", locking=False) as f:
         n = int(f["operators/index"].shape[0])
+        if "tokens" in fields:
+            _token_layout(f, p)
     ds = ray.data.range(n, override_num_blocks=max(1, math.ceil(n / rows_per_block)))
     return ds.map_batches(_ReadRows, fn_constructor_kwargs={"path": p, "fields": fields},
                           compute=ray.data.ActorPoolStrategy(size=actors), batch_size=rows_per_block,

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import yaml
 
+from spinlock.encoding.layout import Position, TokenLayout
 from spinlock.rng import numpy_rng
 
 SUMMARY_NAMES = [
@@ -153,8 +154,8 @@ def make_run(
             codes[:, :, 1] = np.arange(n)[:, None] % 4
             codes[:, :, 2] = np.arange(n)[:, None] % 5
             d = f.create_dataset("tokens", data=codes.reshape(n, -1))
-            d.attrs["categories"] = json.dumps(CATEGORIES)
-            d.attrs["levels"] = 3
+            TokenLayout(tuple(CATEGORIES), tuple(Position(c, lv, 8) for c in CATEGORIES for lv in (1, 2, 3))
+                        ).write_attrs(d.attrs)
     if tokenizer_dir:
         tok = out / "tokenizer"
         tok.mkdir(exist_ok=True)

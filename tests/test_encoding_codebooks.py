@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.metrics import codebook_health, token_health
 from spinlock.encoding.model import (
     ModelSpec,
@@ -98,12 +99,14 @@ def test_cosine_schedule():
 def test_health_metrics():
     counts = [[np.array([5, 5, 0, 0]), np.array([10]), np.array([4, 4, 1, 1])]]
     h = codebook_health(counts)
-    assert h["codebook_usage"] == [0.5, 1.0, 1.0] and h["rows"] == 10
-    assert h["perplexity"][0] == pytest.approx(2.0) and h["perplexity_ratio"][1] == 1.0
+    assert h["codebook_usage"][::2] == [0.5, 1.0] and h["rows"] == 10
+    assert np.isnan(h["codebook_usage"][1]) and h["single_code_books"] == [0, 1, 0]  # K = 1: left out
+    assert h["perplexity"][0] == pytest.approx(2.0) and h["perplexity_ratio"][2] == pytest.approx(3.3 / 4, abs=0.01)
     assert h["usage_ceiling"][0] == pytest.approx(1 - 0.75**10)
-    tokens = np.array([[0, 0, 0], [1, 0, 1], [1, 0, 2]])
-    t = token_health(tokens, ((2, 1, 4),))
-    assert t["codebook_usage"] == [1.0, 1.0, 0.75] and t["rows"] == 3
+    spec = ModelSpec(((0,),), 1, 0, 0, 0, 8, codebook_sizes=(2, 2, 4), encoder_codebook_sizes=((2, 1, 4),))
+    tokens = np.array([[0, 0], [1, 1], [1, 2]])  # the K = 1 level is no column
+    t = token_health(tokens, TokenLayout.plan(spec))
+    assert t["codebook_usage"][::2] == [1.0, 0.75] and t["rows"] == 3 and t["single_code_books"] == [0, 1, 0]
 
 
 def test_planted_clusters_use_every_code():

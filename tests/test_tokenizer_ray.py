@@ -18,8 +18,8 @@ from spinlock.cli.main import main
 from spinlock.data import OperatorDataset, read_operators
 from spinlock.distributed.train import FAULT_ENV, METRICS_FILE
 from spinlock.encoding.icfields import ICReader
+from spinlock.encoding.layout import TokenLayout, read_parquet_layout
 from spinlock.encoding.model import LEVELS
-from spinlock.encoding.outputs import token_column_names
 from spinlock.encoding.schema import FeatureNameMismatch
 from spinlock.encoding.tokenizer import Tokenizer
 
@@ -28,7 +28,9 @@ pytestmark = pytest.mark.ray
 TINY = {
     "validation_fraction": 0.2,
     "categories": {"min_categories": 2, "max_categories": 10},
-    "model": {"latent_dim": 8, "hidden_dim": 32, "ic_resolution": 8, "codebook_sizes": [8, 16, 16]},
+    # code_resolution 2: the planted groups resolve into few cells, so their streams are planned [k, 1, 1]
+    "model": {"latent_dim": 8, "hidden_dim": 32, "ic_resolution": 8, "codebook_sizes": [8, 16, 16],
+              "code_resolution": 2.0},
     "training": {"epochs": 3, "batch_size": 32, "max_failures": 1, "num_workers": 1},
 }
 
@@ -66,7 +68,7 @@ def test_training_resumed_from_the_epoch_checkpoint(tokenized):
     assert [r["attempt_start_epoch"] for r in history] == [0, 1, 1]
     for r in history:
         v = r["validation"]
-        assert len(v["codebook_usage"]) == LEVELS and all(0 < u <= 1 for u in v["codebook_usage"])
+        assert len(v["codebook_usage"]) == LEVELS and all(0 < u <= 1 for u in v["codebook_usage"] if u == u)
         assert set(v["r2"]) >= {"all", "initial", "architecture", "summary", "temporal", "ic"}
 
 
@@ -75,17 +77,31 @@ def test_tokens_in_dataset_and_parquet(tokenized):
     tok = Tokenizer.load(run.out / "tokenizer")
     cats = tok.category_names
     assert cats[-2:] == ["temporal", "ic"] and len(cats) == 8  # 6 planted groups + temporal + ic
+    layout = tok.layout
     with h5py.File(run.out / "dataset.h5", "r") as f:
-        assert f["tokens"].dtype == np.int32 and f["tokens"].shape == (run.n_operators, len(cats) * LEVELS)
-        assert json.loads(f["tokens"].attrs["categories"]) == cats and f["tokens"].attrs["levels"] == 3
+        assert f["tokens"].dtype == np.int32 and f["tokens"].shape == (run.n_operators, len(layout.positions))
+        assert TokenLayout.from_attrs(f["tokens"].attrs).positions == layout.positions
+        status = f["status"][()]
         learned = f["features/initial_learned"]
         assert learned.shape == (run.n_operators, 28) and np.isfinite(learned[()]).all()
         assert [str(n) for n in learned.attrs["names"]][:2] == ["learned_00", "learned_01"]
         assert learned[()].std(axis=0).min() > 0  # a trained embedding, not a constant
-    sizes = np.array([k for ks in tok.spec.encoder_codebook_sizes for k in ks])
+    # only informative positions: K >= 2 and more than one code among the converged operators
+    sizes = np.array([p.codebook_size for p in layout.positions])
+    planned = TokenLayout.plan(tok.spec)
+    assert sizes.min() >= 2 and len(layout.positions) + len(layout.dropped) == len(cats) * LEVELS
+    assert len(planned.dropped) > 0, "the fixture should plan some one-code levels"  # [k, 1, 1] streams
+    assert all(p not in layout.positions for p, _ in planned.dropped)
+    ok = tokens[status == 0]
+    assert all(len(np.unique(ok[:, j])) > 1 for j in range(ok.shape[1]))
     assert (tokens >= 0).all() and (tokens < sizes).all()
+    summary = json.loads((run.out / "tokenizer" / "summary.json").read_text())
+    assert summary["tokens"]["positions"] == len(layout.positions) and summary["tokens"]["constant_positions"] == []
+    assert summary["tokens"]["single_code_books"] == [sum(1 for p, _ in planned.dropped if p.level == lv)
+                                                      for lv in (1, 2, 3)]
     table = pq.read_table(run.out / "tokens.parquet")
-    assert table.column_names == ["operator_index", *token_column_names(cats)]
+    assert read_parquet_layout(table.schema).positions == layout.positions
+    assert table.column_names == ["operator_index", *layout.names]
     assert np.array_equal(table.column("operator_index").to_numpy(), np.arange(run.n_operators))
     assert np.array_equal(np.stack([table.column(c).to_numpy() for c in table.column_names[1:]], 1), tokens)
 
@@ -112,9 +128,11 @@ def test_encode_command_reproduces_tokens(tokenized, tmp_path):
     with h5py.File(copy / "dataset.h5", "a") as f:
         del f["tokens"]
     assert main(["encode", str(copy), "--tokenizer", str(run.out / "tokenizer")]) == 0
-    with h5py.File(copy / "dataset.h5", "r") as f:
+    with h5py.File(copy / "dataset.h5", "r") as f, h5py.File(run.out / "dataset.h5", "r") as orig:
         assert np.array_equal(f["tokens"][()], tokens)
-    assert (copy / "tokens.parquet").is_file()
+        assert TokenLayout.from_attrs(f["tokens"].attrs) == TokenLayout.from_attrs(orig["tokens"].attrs)
+    assert read_parquet_layout(pq.read_schema(copy / "tokens.parquet")).names == Tokenizer.load(
+        run.out / "tokenizer").layout.names
 
 
 def test_encode_command_refuses_other_feature_names(tokenized, tmp_path, capsys):
@@ -137,7 +155,9 @@ def test_downstream_dataset_and_ray_reader(tokenized):
     item = ds[7]
     assert torch.equal(item["tokens"], torch.from_numpy(tokens[7]))
     assert item["ic"].shape == (2, 16, 16) and item["features.temporal"].shape == (8, 2)
-    assert ds.names()["tokens"][-1] == "ic" and ds.names()["features.initial_learned"][0] == "learned_00"
+    names = ds.names()["tokens"]
+    assert names == Tokenizer.load(run.out / "tokenizer").layout.names and names[-1].startswith("ic.l")
+    assert ds.names()["features.initial_learned"][0] == "learned_00"
     loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=2)  # handle reopened per worker
     assert torch.equal(torch.cat([b["tokens"] for b in loader]), torch.from_numpy(tokens))
     rows = read_operators(run.out, fields=["operator_index", "tokens", "ic"], rows_per_block=50)

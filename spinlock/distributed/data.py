@@ -105,7 +105,7 @@ def prepare_splits(ds: ray.data.Dataset, cleaner: FeatureCleaner, ic_path: str |
 
 
 class _Encode:
-    """Actor: raw block → tokens [B, E·3] and learned IC embedding [B, 28] for every row."""
+    """Actor: raw block → tokens [B, positions] and learned IC embedding [B, 28] for every row."""
 
     def __init__(self, tokenizer: Tokenizer, ic_path: str | None):
         import torch
@@ -125,7 +125,8 @@ class _Encode:
 
 def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | None, actors: int,
                    num_gpus: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(operator_index [N], tokens [N, E·3] int32, embedding [N, 28] or None) for every row of ``ds``.
+    """(operator_index [N], tokens [N, positions] int32 in the tokenizer's layout, embedding [N, 28] or None)
+    for every row of ``ds``.
 
     ``actors`` encoders (1 CPU and ``num_gpus`` GPUs each) each hold one copy of the tokenizer.
     """

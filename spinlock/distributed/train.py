@@ -39,6 +39,7 @@ from spinlock.distributed.data import encode_dataset, fit_cleaner, prepare_split
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import stored_ic_shape
+from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.metrics import token_health
 from spinlock.encoding.model import (
     ModelSpec,
@@ -266,10 +267,25 @@ def codebook_message(spec: ModelSpec, plan: dict) -> str:
              if tuple(k) != tuple(spec.codebook_sizes)]
     if small:
         msg += f"; few distinguishable inputs (resolution {plan['code_resolution']}): " + ", ".join(small)
+    single = sum(1 for k in spec.encoder_codebook_sizes for v in k if v == 1)
+    if single:
+        msg += f" ({single} levels with one code: not token positions)"
     multi = [f"{n} x{s}" for n, s in plan["category_streams"].items() if s > 1]
     if multi:
         msg += (f"; {spec.n_encoders} token streams, several for wide categories (one per"
                 f" {plan['components_per_stream']} principal components of 95 % variance): " + ", ".join(multi))
+    return msg
+
+
+def layout_message(layout: TokenLayout, fit_rows: int) -> str:
+    """One log line: how many token positions, and which levels are not positions and why."""
+    one_code = [p.name for p, _ in layout.dropped if p.codebook_size == 1]
+    collapsed = [p.name for p, _ in layout.dropped if p.codebook_size > 1]
+    msg = (f"token layout: {len(layout.positions)} positions from {len(layout.streams)} streams"
+           f" x 3 levels; not emitted: {len(one_code)} levels with one code")
+    if collapsed:
+        msg += (f", {len(collapsed)} codebooks of which the {fit_rows} training operators use one code: "
+                + ", ".join(collapsed[:8]) + (" ..." if len(collapsed) > 8 else ""))
     return msg
 
 
@@ -380,29 +396,39 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     model = build_model(spec, seed)
     model.load_state_dict(state.model_state)
     tokenizer = Tokenizer(cleaner, cats, model, config_hash=config_hash, seed=seed, ic_shape=ic_shape,
-                          config=cfg.model_dump(mode="json"))
-    tokenizer.save(tok_dir)
+                          config=cfg.model_dump(mode="json"), layout=TokenLayout.plan(spec))
     with open(tok_dir / METRICS_FILE, "w") as f:
         for record in state.history:
             f.write(json.dumps(record) + "\n")
 
     gpus = 1.0 if _use_gpu(cfg.training.use_gpu, cfg.data_actors) else 0.0
     index, tokens, embedding = encode_dataset(ds, tokenizer, str(h5_path), cfg.data_actors, gpus)
-    write_tokens(out, index, tokens, tokenizer.category_names, embedding)
+    converged = _converged(h5_path, index)
+    # the layout is fixed here, from the fit's own operators (converged, training split), and saved
+    fit_rows = converged & ~cleaner.split.is_validation(index)
+    tokenizer.layout, keep = tokenizer.layout.trim(tokens[fit_rows])
+    tokens = np.ascontiguousarray(tokens[:, keep])
+    tokenizer.save(tok_dir)
+    log(layout_message(tokenizer.layout, int(fit_rows.sum())))
+    write_tokens(out, index, tokens, tokenizer.layout, embedding)
     final = state.history[-1] if state.history else {}
-    health = token_health(tokens[_converged(h5_path, index)], spec.encoder_codebook_sizes)
+    health = token_health(tokens[converged], tokenizer.layout)
     summary = {
         "operators": int(len(index)), "train_rows": n_train, "validation_rows": n_val,
         "features_in": len(schema.scalar), "features_kept": len(cleaner.names_out),
         "categories": tokenizer.category_names, "codebook_sizes": list(spec.codebook_sizes),
         "encoder_codebook_sizes": {n: list(k) for n, k in zip(spec.encoder_names, spec.encoder_codebook_sizes,
                                                               strict=True)},
-        "codebook_plan": plan,
+        "codebook_plan": plan, "layout": tokenizer.layout.to_json(),
         "epochs": state.epoch, "validation": final.get("validation"), "tokens": health,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     log(f"codebooks over the tokens of {health['rows']} converged operators: usage"
-        f" {_fmt(health['codebook_usage'])}, perplexity/K {_fmt(health['perplexity_ratio'])} (levels 1-3)")
+        f" {_fmt(health['codebook_usage'])}, perplexity/K {_fmt(health['perplexity_ratio'])} (levels 1-3; the"
+        f" {health['positions']} token positions, one-code levels left out)")
+    if health["constant_positions"]:
+        log(f"warning: {len(health['constant_positions'])} token position(s) hold one code for every converged"
+            f" operator: {', '.join(health['constant_positions'][:8])}")
     (tok_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {h5_path} and {out / 'tokens.parquet'}")
     return summary
@@ -425,6 +451,6 @@ def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
         ic_path = str(h5_path)
     index, tokens, embedding = encode_dataset(ds, tokenizer, ic_path, actors,
                                               1.0 if _use_gpu("auto", actors) else 0.0)
-    write_tokens(out, index, tokens, tokenizer.category_names, embedding)
+    write_tokens(out, index, tokens, tokenizer.layout, embedding)
     log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {h5_path} and {out / 'tokens.parquet'}")
     return tokens

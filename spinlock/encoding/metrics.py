@@ -6,7 +6,9 @@
 * Codebook usage of a level is the fraction of its codes chosen by at least one row; perplexity is
   ``exp(H)`` of the code frequencies (= the number of equally used codes it matches), and its ratio
   to K (the encoder's codebook size at that level) is what the ``perplexity >= 0.5·K`` target reads.
-  Each is averaged over encoders (and the worst encoder is reported too).
+  Each is averaged over the codebooks of the level (and the worst is reported too). Codebooks with one
+  code (K = 1) are left out and counted (``single_code_books``): they can only read usage 1.0 and say
+  nothing; they are not token positions either (spinlock.encoding.layout).
 * Counted on n rows, even perfectly uniform codes show usage of only ``1 - (1 - 1/K)^n`` (0.54 for
   K = 512, n = 400), so :func:`codebook_health` also reports that ceiling; judge codebooks on the
   training rows or on all tokens (:func:`token_health`), not on a small validation split.
@@ -19,6 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS, HierarchicalVQVAE
 
 
@@ -55,41 +58,78 @@ def code_statistics(counts: np.ndarray) -> tuple[float, float]:
     return float((counts > 0).mean()), float(np.exp(-(p * np.log(p)).sum()))
 
 
+def _level_health(books: list[tuple[int, np.ndarray]]) -> dict:
+    """Per-level statistics of codebooks given as (level 0..2, code counts [K]); books with K = 1 are
+    left out (one code carries no information and would read as usage 1.0) and counted instead."""
+    rows = int(books[0][1].sum()) if books else 0
+    out: dict = {k: [] for k in ("codebook_usage", "perplexity", "perplexity_ratio", "usage_min",
+                                 "perplexity_ratio_min", "usage_ceiling", "books", "single_code_books",
+                                 "constant_books")}
+    for lv in range(LEVELS):
+        counts = [c for level, c in books if level == lv and len(c) > 1]
+        stats = [code_statistics(c) for c in counts]
+        usage = [u for u, _ in stats]
+        ratio = [p / len(c) for (_, p), c in zip(stats, counts, strict=True)]
+
+        def agg(fn, values: list[float]) -> float:
+            return float(fn(values)) if values else float("nan")
+
+        out["codebook_usage"].append(agg(np.mean, usage))
+        out["perplexity"].append(agg(np.mean, [p for _, p in stats]))
+        out["perplexity_ratio"].append(agg(np.mean, ratio))
+        out["usage_min"].append(agg(np.min, usage))
+        out["perplexity_ratio_min"].append(agg(np.min, ratio))
+        out["usage_ceiling"].append(agg(np.mean, [1.0 - (1.0 - 1.0 / len(c)) ** rows for c in counts]))
+        out["books"].append(len(counts))
+        out["single_code_books"].append(sum(1 for level, c in books if level == lv and len(c) == 1))
+        out["constant_books"].append(sum(1 for c in counts if rows and int((c > 0).sum()) == 1))
+    out["rows"] = rows
+    return out
+
+
 def codebook_health(counts: list[list[np.ndarray]]) -> dict:
     """Usage and perplexity per level from code counts ``counts[e][level]`` (length K of that codebook).
 
-    Returns ``codebook_usage``, ``perplexity``, ``perplexity_ratio`` (perplexity / K), each [3] and
-    averaged over encoders; ``usage_min`` and ``perplexity_ratio_min`` [3] (worst encoder);
-    ``usage_ceiling`` [3]: the mean usage that uniformly used codes would show on this many rows;
-    ``usage_by_encoder`` and ``perplexity_ratio_by_encoder`` [E][3]; ``rows``.
+    Codebooks with one code (K = 1, planned for levels whose coarser levels already resolve the input)
+    are left out of every statistic: ``single_code_books`` [3] counts them, ``books`` [3] the codebooks
+    that are counted. Returns ``codebook_usage``, ``perplexity``, ``perplexity_ratio`` (perplexity / K),
+    each [3] and averaged over the counted codebooks (NaN for a level with none); ``usage_min`` and
+    ``perplexity_ratio_min`` [3] (worst codebook); ``usage_ceiling`` [3]: the mean usage that uniformly
+    used codes would show on this many rows; ``constant_books`` [3]: counted codebooks of which these
+    rows chose one code only; ``usage_by_encoder`` and ``perplexity_ratio_by_encoder`` [E][3] (None for
+    K = 1); ``rows``.
     """
-    stats = [[code_statistics(c) for c in enc] for enc in counts]
-    sizes = [[len(c) for c in enc] for enc in counts]
-    rows = int(counts[0][0].sum()) if counts else 0
-    usage = [[s[lv][0] for lv in range(LEVELS)] for s in stats]
-    ratio = [[s[lv][1] / k[lv] for lv in range(LEVELS)] for s, k in zip(stats, sizes, strict=True)]
-
-    def mean(values: list[list[float]], lv: int) -> float:
-        return float(np.mean([v[lv] for v in values]))
-
-    return {
-        "codebook_usage": [mean(usage, lv) for lv in range(LEVELS)],
-        "perplexity": [float(np.mean([s[lv][1] for s in stats])) for lv in range(LEVELS)],
-        "perplexity_ratio": [mean(ratio, lv) for lv in range(LEVELS)],
-        "usage_min": [float(min(v[lv] for v in usage)) for lv in range(LEVELS)],
-        "perplexity_ratio_min": [float(min(v[lv] for v in ratio)) for lv in range(LEVELS)],
-        "usage_ceiling": [float(np.mean([1.0 - (1.0 - 1.0 / k[lv]) ** rows for k in sizes])) for lv in range(LEVELS)],
-        "usage_by_encoder": usage,
-        "perplexity_ratio_by_encoder": ratio,
-        "rows": rows,
-    }
+    books = [(lv, c) for enc in counts for lv, c in enumerate(enc)]
+    out = _level_health(books)
+    stats = [[code_statistics(c) if len(c) > 1 else None for c in enc] for enc in counts]
+    out["usage_by_encoder"] = [[s[0] if s else None for s in enc] for enc in stats]
+    out["perplexity_ratio_by_encoder"] = [[s[1] / len(c) if s else None for s, c in zip(es, enc, strict=True)]
+                                          for es, enc in zip(stats, counts, strict=True)]
+    return out
 
 
-def token_health(tokens: np.ndarray, encoder_sizes: tuple[tuple[int, ...], ...]) -> dict:
-    """:func:`codebook_health` of a token matrix [N, E·3] (column ``3e + l``, as written to /tokens)."""
+def token_health(tokens: np.ndarray, layout: TokenLayout) -> dict:
+    """:func:`codebook_health`'s per-level statistics of a token matrix [N, positions] (as written to
+    /tokens), over its positions; ``single_code_books`` counts the planned K = 1 levels (never
+    emitted), ``dropped`` names every level that is not a position; ``constant_positions`` names the
+    positions these rows hold one code of; ``usage_by_position`` and ``perplexity_ratio_by_position``
+    map position names to values."""
     tokens = np.asarray(tokens)
-    return codebook_health([[np.bincount(tokens[:, LEVELS * e + lv], minlength=k)
-                             for lv, k in enumerate(sizes)] for e, sizes in enumerate(encoder_sizes)])
+    layout.check(tokens, "token_health")
+    counts = [np.bincount(tokens[:, j], minlength=p.codebook_size) for j, p in enumerate(layout.positions)]
+    out = _level_health([(p.level - 1, c) for p, c in zip(layout.positions, counts, strict=True)])
+    out["rows"] = int(tokens.shape[0])
+    out["single_code_books"] = [sum(1 for p, _ in layout.dropped if p.level == lv + 1 and p.codebook_size == 1)
+                                for lv in range(LEVELS)]
+    out["dropped"] = [p.name for p, _ in layout.dropped]
+    out["positions"] = len(layout.positions)
+    out["constant_positions"] = [p.name for p, c in zip(layout.positions, counts, strict=True)
+                                 if len(tokens) and int((c > 0).sum()) == 1]
+    stats = [code_statistics(c) for c in counts]
+    out["usage_by_position"] = {p.name: s[0] for p, s in zip(layout.positions, stats, strict=True)}
+    out["perplexity_ratio_by_position"] = {p.name: s[1] / p.codebook_size
+                                           for p, s in zip(layout.positions, stats, strict=True)}
+    return out
 
 
 @torch.no_grad()

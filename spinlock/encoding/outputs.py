@@ -2,12 +2,14 @@
 
 ``dataset.h5`` (opened in append mode only here; existing datasets are replaced):
 
-* ``/tokens`` [N, E·3] int32, attrs ``categories`` (JSON list of encoder names in token order) and
-  ``levels`` (3); row i belongs to ``/operators/index[i]``.
+* ``/tokens`` [N, positions] int32, one column per informative codebook (:mod:`spinlock.encoding.layout`),
+  attrs ``names`` (``<stream>.l<level>``), ``stream``, ``level`` (1 coarse .. 3 fine) and
+  ``codebook_size`` (K >= 2), one entry per column; row i belongs to ``/operators/index[i]``.
 * ``/features/initial_learned`` [N, 28] float32, attr ``names`` (``learned_00`` ... ``learned_27``).
 
-``tokens.parquet``: ``operator_index`` then one int32 column ``<category>.l<level>`` per token,
-sorted by operator index, written to a temporary file and renamed (never half-written).
+``tokens.parquet``: ``operator_index`` then one int32 column ``<stream>.l<level>`` per position, sorted by
+operator index, schema metadata ``spinlock`` = ``{"positions": [{stream, level, codebook_size}]}``;
+written to a temporary file and renamed (never half-written).
 """
 
 from __future__ import annotations
@@ -21,15 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spinlock.encoding.model import IC_EMBEDDING_DIM, LEVELS
+from spinlock.encoding.layout import TokenLayout
+from spinlock.encoding.model import IC_EMBEDDING_DIM
 from spinlock.errors import DataError
 
 LEARNED_NAMES = [f"learned_{i:02d}" for i in range(IC_EMBEDDING_DIM)]
-
-
-def token_column_names(categories: list[str]) -> list[str]:
-    """Parquet column name of every token, in token order (``<category>.l1`` .. ``.l3``)."""
-    return [f"{c}.l{lv}" for c in categories for lv in range(1, LEVELS + 1)]
 
 
 def align_rows(h5_index: np.ndarray, operator_index: np.ndarray, source: str) -> np.ndarray:
@@ -54,29 +52,27 @@ def _replace(f: h5py.File, name: str, data: np.ndarray) -> h5py.Dataset:
     return f.create_dataset(name, data=data)
 
 
-def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.ndarray, categories: list[str],
+def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.ndarray, layout: TokenLayout,
                  embedding: np.ndarray | None) -> None:
-    """Store ``tokens`` [N, E·3] (and ``embedding`` [N, 28]) for ``operator_index`` [N] under ``out_dir``."""
+    """Store ``tokens`` [N, positions] (and ``embedding`` [N, 28]) for ``operator_index`` [N] under ``out_dir``."""
     out = Path(out_dir)
-    if tokens.shape[1] != len(categories) * LEVELS:
-        raise ValueError(f"tokens have {tokens.shape[1]} columns for {len(categories)} categories x {LEVELS}")
+    layout.check(tokens, "tokens to write")
     h5_path = out / "dataset.h5"
     with h5py.File(h5_path, "a") as f:
         if "operators/index" not in f:
             raise DataError(f"{h5_path}: missing /operators/index")
         perm = align_rows(f["operators/index"][:], np.asarray(operator_index, np.int64), str(h5_path))
         ds = _replace(f, "tokens", tokens[perm].astype(np.int32))
-        ds.attrs["categories"] = json.dumps(list(categories))
-        ds.attrs["levels"] = LEVELS
+        layout.write_attrs(ds.attrs)
         if embedding is not None:
             emb = _replace(f, "features/initial_learned", embedding[perm].astype(np.float32))
             emb.attrs["names"] = LEARNED_NAMES
     order = np.argsort(operator_index, kind="stable")
     cols = {"operator_index": pa.array(np.asarray(operator_index, np.int64)[order])}
-    for j, name in enumerate(token_column_names(list(categories))):
+    for j, name in enumerate(layout.names):
         cols[name] = pa.array(tokens[order, j].astype(np.int32))
-    table = pa.table(cols).replace_schema_metadata(
-        {b"spinlock": json.dumps({"categories": list(categories), "levels": LEVELS}).encode()})
+    meta = {"positions": [p.to_json() for p in layout.positions]}
+    table = pa.table(cols).replace_schema_metadata({b"spinlock": json.dumps(meta).encode()})
     tmp = out / "tokens.parquet.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, out / "tokens.parquet")

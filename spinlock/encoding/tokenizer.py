@@ -3,13 +3,15 @@
 Directory layout (``Tokenizer.save`` / ``Tokenizer.load``; nothing else is needed to encode)::
 
     tokenizer.json    format, spinlock version, config hash, seed, input names, model constructor
-                      kwargs (ModelSpec), category (encoder) names in token order, levels
+                      kwargs (ModelSpec), stream (encoder) names, levels, token layout
     cleaning.npz      the fitted FeatureCleaner (arrays + JSON header, no pickles)
     categories.json   the fitted CategoryDiscovery (feature → category, silhouette scores)
     model.pt          the VQ-VAE state_dict (loaded with weights_only=True)
 
-Tokens of an operator are ``[E·3]`` int32: for encoder ``e`` (categories, then ``temporal``, then
-``ic``) and level ``l`` (0 coarse, 1 medium, 2 fine) the code index sits at column ``3·e + l``.
+Tokens of an operator are ``[positions]`` int32, one per informative codebook of the streams (categories,
+then ``temporal``, then ``ic``) and levels (1 coarse, 2 medium, 3 fine); which ones is the tokenizer's
+:class:`~spinlock.encoding.layout.TokenLayout`, fixed when it was fitted (levels with one code and
+codebooks the training operators use one code of are not emitted).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import torch
 from spinlock import __version__
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
+from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS, HierarchicalVQVAE, ModelSpec, pool_ic
 from spinlock.encoding.schema import META_KEY, FeatureBatch, FeatureSchema
 from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 
-TOKENIZER_FORMAT = 2  # 2: token streams, output heads read the latents too
+TOKENIZER_FORMAT = 3  # 2: token streams, output heads read the latents too; 3: token layout (informative only)
 META_FILE, CLEANING_FILE, CATEGORIES_FILE, MODEL_FILE = (
     "tokenizer.json", "cleaning.npz", "categories.json", "model.pt")
 
@@ -50,7 +53,7 @@ def prepare_inputs(cleaner: FeatureCleaner, batch: FeatureBatch, ic_fields: np.n
 @dataclass(frozen=True)
 class TokenOutput:
     tokens: np.ndarray
-    """[B, E·3] int32 code indices."""
+    """[B, positions] int32 code indices (the tokenizer's layout)."""
     embedding: np.ndarray | None
     """[B, 28] float32 learned INITIAL embedding (None without an IC branch)."""
 
@@ -60,7 +63,7 @@ class Tokenizer:
 
     def __init__(self, cleaner: FeatureCleaner, categories: CategoryDiscovery, model: HierarchicalVQVAE,
                  *, config_hash: str, seed: int, ic_shape: tuple[int, int, int] | None,
-                 config: dict | None = None):
+                 config: dict | None = None, layout: TokenLayout | None = None):
         self.cleaner = cleaner
         self.categories = categories
         self.model = model.eval()
@@ -68,6 +71,11 @@ class Tokenizer:
         self.seed = seed
         self.ic_shape = tuple(ic_shape) if ic_shape is not None else None
         self.config = config or {}
+        self.layout = layout if layout is not None else TokenLayout.plan(model.spec)
+        """Which codebooks are token positions (default: every level with K >= 2, :meth:`TokenLayout.plan`)."""
+        if self.layout.streams != tuple(self.spec.encoder_names):
+            raise DataError(f"token layout streams {list(self.layout.streams)} are not the model's"
+                            f" {list(self.spec.encoder_names)}")
 
     @property
     def spec(self) -> ModelSpec:
@@ -75,12 +83,13 @@ class Tokenizer:
 
     @property
     def category_names(self) -> list[str]:
-        """Encoder names in token order (each contributes ``LEVELS`` consecutive tokens)."""
+        """Token stream (encoder) names in quantizer order."""
         return list(self.spec.encoder_names)
 
     @property
     def n_tokens(self) -> int:
-        return self.spec.n_encoders * LEVELS
+        """Token positions per operator (the layout's)."""
+        return len(self.layout.positions)
 
     def inputs(self, batch: FeatureBatch, ic_fields: np.ndarray | None) -> dict[str, np.ndarray]:
         if self.spec.ic_channels:
@@ -99,10 +108,11 @@ class Tokenizer:
         device = next(self.model.parameters()).device
         inputs = self.inputs(batch, ic_fields)
         toks, embs = [], []
+        columns = torch.from_numpy(self.layout.columns)
         for lo in range(0, len(batch), batch_size):
             part = {k: torch.from_numpy(v[lo:lo + batch_size]).to(device) for k, v in inputs.items()}
             idx, emb = self.model.encode(part["x"], part.get("temporal"), part.get("ic"))
-            toks.append(idx.flatten(1).to(torch.int32).cpu().numpy())
+            toks.append(idx.flatten(1).cpu()[:, columns].to(torch.int32).numpy())
             if emb is not None:
                 embs.append(emb.float().cpu().numpy())
         tokens = np.concatenate(toks) if toks else np.zeros((0, self.n_tokens), np.int32)
@@ -136,6 +146,7 @@ class Tokenizer:
             "input": {**self.cleaner.schema.to_json(), "ic_shape": list(self.ic_shape) if self.ic_shape else None},
             "spec": self.spec.to_json(),
             "config": self.config,
+            "layout": self.layout.to_json(),
         }
         (d / META_FILE).write_text(json.dumps(meta, indent=1))
 
@@ -146,7 +157,8 @@ class Tokenizer:
             raise DataError(f"{d}: not a tokenizer directory (no {META_FILE})")
         meta = json.loads((d / META_FILE).read_text())
         if meta.get("format") != TOKENIZER_FORMAT:
-            raise DataError(f"{d}: tokenizer format {meta.get('format')} (this spinlock reads {TOKENIZER_FORMAT})")
+            raise DataError(f"{d}: tokenizer format {meta.get('format')} (this spinlock reads {TOKENIZER_FORMAT},"
+                            " which stores the token layout: fit it again with 'spinlock tokenize')")
         cleaner = FeatureCleaner.load(d / CLEANING_FILE)
         if cleaner.schema.to_json() != {k: meta["input"][k] for k in ("scalar", "temporal", "temporal_length")}:
             raise DataError(f"{d}: {CLEANING_FILE} and {META_FILE} disagree on the input feature names")
@@ -155,4 +167,5 @@ class Tokenizer:
         ic_shape = meta["input"]["ic_shape"]
         return cls(cleaner, CategoryDiscovery.load(d / CATEGORIES_FILE), model.to(device),
                    config_hash=meta["config_hash"], seed=meta["seed"],
-                   ic_shape=tuple(ic_shape) if ic_shape else None, config=meta.get("config")).to(device)
+                   ic_shape=tuple(ic_shape) if ic_shape else None, config=meta.get("config"),
+                   layout=TokenLayout.from_json(meta["layout"], str(d / META_FILE))).to(device)

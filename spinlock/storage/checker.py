@@ -36,7 +36,7 @@ SPEC: list[tuple[str, tuple[str, ...], str, tuple[str, ...], bool]] = [
     ("features/summary", ("N", "Ds"), "float32", ("names",), False),
     ("features/temporal", ("N", "Tp", "Dt"), "float32", ("names", "steps"), False),
     ("features/initial_learned", ("N", "Dl"), "float32", ("names",), True),
-    ("tokens", ("N", "KL"), "int32", ("categories", "levels"), True),
+    ("tokens", ("N", "Pt"), "int32", ("names", "stream", "level", "codebook_size"), True),
 ]
 ROOT_ATTRS = ("format_version", "spinlock_version", "seed", "config", "config_hash")
 VALID_STATUS = (0, 1, 2)
@@ -57,6 +57,19 @@ def _check_zarr(f: h5py.File, path: Path, cfg) -> list[str]:
     if zarrstore.ATTR not in f.attrs:
         return [f"missing root attribute {zarrstore.ATTR!r} (storage.trajectories.format is zarr)"]
     return zarrstore.check(cfg, zarrstore.resolve(path, f.attrs), *zarrstore.file_rows(f))
+
+
+def check_tokens(ds: h5py.Dataset) -> list[str]:
+    """The layout attributes of ``/tokens`` against its width, and every code inside [0, K) of its column."""
+    from spinlock.encoding.layout import TokenLayout
+    from spinlock.errors import DataError
+
+    try:
+        layout = TokenLayout.from_attrs(ds.attrs, "tokens")
+        layout.check(ds[()], "tokens")
+    except DataError as e:
+        return [str(e)]
+    return []
 
 
 def check_file(path: str | Path) -> list[str]:
@@ -124,8 +137,6 @@ def check_file(path: str | Path) -> list[str]:
                 json.loads(f["parameters/values"].attrs["choices"])
             except (ValueError, TypeError):
                 problems.append("parameters/values attribute 'choices' is not JSON")
-            if "tokens" in f and int(f["tokens"].attrs["levels"]) * len(
-                json.loads(f["tokens"].attrs["categories"])
-            ) != f["tokens"].shape[1]:
-                problems.append("tokens: width != levels × number of categories")
+            if "tokens" in f:
+                problems += check_tokens(f["tokens"])
     return problems

@@ -108,6 +108,6 @@ def describe(path: str | Path) -> str:
                 lines.append(f"  features/{fam}: {tuple(ds.shape)}, NaN fraction {nan:.3f}")
         if "tokens" in f:
             t = f["tokens"]
-            cats = json.loads(t.attrs["categories"])
-            lines.append(f"  tokens {tuple(t.shape)}: {len(cats)} categories × {t.attrs['levels']} levels")
+            streams = list(dict.fromkeys(str(s) for s in t.attrs.get("stream", [])))
+            lines.append(f"  tokens {tuple(t.shape)}: {t.shape[1]} positions from {len(streams)} token streams")
     return "\n".join(lines)

@@ -20,6 +20,8 @@ import h5py
 import numpy as np
 import yaml
 
+from spinlock.encoding.layout import TokenLayout
+from spinlock.encoding.model import LEVELS
 from spinlock.errors import DataError, SpinlockError
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
@@ -54,7 +56,8 @@ class TemporalTable:
 
 @dataclass(frozen=True)
 class Tokens:
-    """``codes`` [N, K, L] int (column ``k*L + l`` of ``/tokens``; level 0 is the coarsest)."""
+    """``codes`` [N, K, L] int: token stream k (``categories[k]``), level l (0 is the coarsest), from the
+    ``/tokens`` layout; -1 where that level is not a token position (spinlock.encoding.layout)."""
 
     codes: np.ndarray
     categories: list[str]
@@ -248,15 +251,13 @@ class RunData:
                 return None
             ds = f["tokens"]
             flat = np.asarray(ds[()], dtype=np.int64)
-            levels = int(ds.attrs.get("levels", 3))
-            cats = _json_attr(ds.attrs.get("categories", []))
-        if levels < 1 or flat.shape[1] % levels:
-            raise DataError(f"/tokens has {flat.shape[1]} columns, not a multiple of levels={levels}")
-        k = flat.shape[1] // levels
-        names = [c["name"] if isinstance(c, dict) and "name" in c else str(c) for c in (cats or [])]
-        if len(names) != k:
-            names = [f"category {i}" for i in range(k)]
-        return Tokens(flat.reshape(-1, k, levels), names)
+            layout = TokenLayout.from_attrs(ds.attrs, f"{self.dataset_path}:/tokens")
+        layout.check(flat, f"{self.dataset_path}:/tokens")
+        streams = list(layout.streams)
+        codes = np.full((flat.shape[0], len(streams), LEVELS), -1, np.int64)
+        for j, p in enumerate(layout.positions):
+            codes[:, streams.index(p.stream), p.level - 1] = flat[:, j]
+        return Tokens(codes, streams)
 
     @property
     def tokenizer_dir(self) -> Path:

@@ -4,7 +4,8 @@ operators coloured by coarse token, and "same token, different operators" rollou
 Training metrics come from ``tokenizer/metrics.jsonl`` (one object per epoch; any numeric key is
 plotted, ``usage_l<l>`` / ``perplexity_l<l>`` are drawn per level). Final code statistics come from
 ``/tokens``: for one category and level, ``usage`` is the number of distinct codes used and
-``perplexity = exp(H)`` with ``H`` the entropy of the code frequencies (N equally used codes → N).
+``perplexity = exp(H)`` with ``H`` the entropy of the code frequencies (N equally used codes → N); a level
+that is not a token position (one code, see spinlock.encoding.layout) shows as 0.
 """
 
 from __future__ import annotations
@@ -161,20 +162,24 @@ def panel_order(streams: Sequence[str]) -> list[int]:
 def plot_token_embedding(run: RunData, tokens: Tokens, max_categories: int = 6) -> Figure:
     """Ok operators in the first two principal components of behaviour space (see
     :func:`spinlock.viz.select.behaviour_matrix`), one panel per token stream (first streams of the
-    categories first, :func:`panel_order`) coloured by its coarse code."""
+    categories first, :func:`panel_order`; streams without a coarse position left out) coloured by its
+    coarse code."""
     rows, z = behaviour_matrix(run)
     if z.shape[1] >= 2 and rows.size >= 2:
         xy = PCA(n_components=2, svd_solver="full").fit_transform(z)
     else:
         xy = np.column_stack([z[:, 0], np.zeros(rows.size)])
-    k = min(len(tokens.categories), max_categories)
+    streams = [c for c in panel_order(tokens.categories) if (tokens.codes[:, c, 0] >= 0).any()]
+    if not streams:
+        raise SpinlockError("no token stream has a coarse token position")
+    k = min(len(streams), max_categories)
     ncols = min(3, k)
     nrows = math.ceil(k / ncols)
     fig = _figure(3.4 * ncols, 3.0 * nrows + 0.4)
     fig.suptitle(f"operators in behaviour space (PCA of {z.shape[1]} robust-scaled features)", fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=1 - 0.5 / (3.0 * nrows + 0.4), hspace=0.4, wspace=0.25)
     size = float(np.clip(3000.0 / max(rows.size, 1), 3.0, 30.0))
-    for panel, c in enumerate(panel_order(tokens.categories)[:k]):
+    for panel, c in enumerate(streams[:k]):
         ax = fig.add_subplot(nrows, ncols, panel + 1)
         code = tokens.codes[rows, c, 0]
         n_codes = int(code.max(initial=0)) + 1
