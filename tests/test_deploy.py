@@ -339,6 +339,13 @@ def test_rayjob_entrypoint_is_a_real_cli_command(target, job):
         assert not Path(argv[2]).is_absolute(), "config paths must be relative to the image's working dir"
         assert config.is_file(), f"k8s/{target}: entrypoint config {argv[2]} does not exist in the repository"
         load_config(config)  # raises ConfigError naming the key if the config is invalid
+        overrides = dict(kv.split("=", 1) for kv in args.overrides)
+        if overrides.get("distributed.gpus_per_actor") == "1":  # one actor per GPU pod: size it to the pod
+            (gpu,) = [g for g in cluster_spec(job)["workerGroupSpecs"] if g["groupName"] == "gpu"]
+            (c,) = gpu["template"]["spec"]["containers"]
+            pod_cpus = parse_quantity(c["resources"]["limits"]["cpu"])
+            assert float(overrides.get("distributed.cpus_per_actor", 1)) == pod_cpus - 1, (
+                f"k8s/{target}: a GPU actor should take the pod's {pod_cpus:g} CPUs minus one for Ray Data")
     out = argv[argv.index("--out") + 1]
     mounts = {m["mountPath"] for m in head["volumeMounts"] if m["name"] == "spinlock-data"}
     assert any(out.startswith(m + "/") for m in mounts) or out.startswith(("s3://", "gs://")), (

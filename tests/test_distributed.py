@@ -233,6 +233,25 @@ def test_pool_shape_from_config_and_capacity(monkeypatch):
         cluster.pool_shape(d, 10, workers=0)
 
 
+def test_unbounded_autoscaler_never_means_one_actor_per_shard(monkeypatch):
+    """Ray reports a node group without max_workers as sys.maxsize: that is no actor count."""
+    import ray._private.state
+
+    from spinlock.config.distributed import DistributedConfig
+    from spinlock.distributed import cluster
+
+    limits = {"GPU": sys.maxsize, "CPU": sys.maxsize}
+    connected = {"CPU": 2.0, "GPU": 1.0}
+    monkeypatch.setattr(ray._private.state.state, "get_max_resources_from_cluster_config", lambda: limits)
+    monkeypatch.setattr(cluster.ray, "cluster_resources", lambda: connected)
+    assert cluster.cluster_capacity("GPU") == float("inf")
+    assert cluster.pool_shape(DistributedConfig(gpus_per_actor=1), 10_000) == cluster.PoolShape(1, 1.0, 1.0)
+    assert cluster.pool_shape(DistributedConfig(gpus_per_actor=1, max_actors=16), 10_000).actors == 16
+    assert cluster.pool_shape(DistributedConfig(gpus_per_actor=0), 10_000).actors == 1  # 2 CPUs - 1 headroom
+    limits.update(GPU=8)
+    assert cluster.pool_shape(DistributedConfig(gpus_per_actor=1), 10_000).actors == 8  # bounded: as before
+
+
 @pytest.mark.parametrize("key,value", [("gpus_per_actor", 2), ("gpus_per_actor", "gpu"),
                                        ("cpus_per_actor", 0), ("max_retries", -1), ("workers", 2)])
 def test_distributed_config_is_strict(key, value):

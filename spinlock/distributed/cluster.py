@@ -7,8 +7,10 @@ initialised is used as is and left running.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ import ray
 
 from spinlock.config.distributed import DistributedConfig
 from spinlock.errors import SpinlockError
+
+log = logging.getLogger(__name__)
 
 _embedded = False  # True while a ray_session of this process runs the Ray it started itself
 
@@ -51,19 +55,23 @@ def embedded() -> bool:
 
 
 def _autoscaler_max(resource: str) -> float:
-    """Most of ``resource`` the autoscaler may provide (0 when unknown: no autoscaler or v1 without it).
+    """Most of ``resource`` the autoscaler may provide: 0 when unknown (no autoscaler, or v1 without the
+    record), ``math.inf`` when a node group has no upper bound.
 
-    Ray publishes the autoscaler's node types to the GCS; Ray Train V2 reads the same record to size
-    worker groups on clusters that start empty.
+    Ray has no public API for this; Ray Train V2 and Ray Data size their work from the same private
+    record (``get_max_resources_from_cluster_config``), which reports an unbounded group as
+    ``sys.maxsize``. That value is mapped to ``inf`` here so no caller mistakes it for a count.
     """
     from ray._private.state import state
 
     limits = state.get_max_resources_from_cluster_config() or {}
-    return float(limits.get(resource, 0) or 0)
+    value = float(limits.get(resource, 0) or 0)
+    return math.inf if value >= sys.maxsize else value
 
 
 def cluster_capacity(resource: str) -> float:
-    """Largest known amount of ``resource``: what is connected now or what the autoscaler can add."""
+    """Largest known amount of ``resource``: what is connected now or what the autoscaler can add
+    (``inf`` for an autoscaler without an upper bound)."""
     return max(float(ray.cluster_resources().get(resource, 0.0)), _autoscaler_max(resource))
 
 
@@ -102,10 +110,19 @@ def pool_shape(dist: DistributedConfig, shards: int, workers: int | None = None)
     if workers is not None and workers < 1:
         raise SpinlockError(f"--workers must be >= 1, got {workers}")
     gpus = resolve_gpus(dist)
+    resource = "GPU" if gpus > 0 else "CPU"
+    capacity = cluster_capacity(resource)
+    if math.isinf(capacity):  # an autoscaler without max_workers: never one actor per shard
+        if dist.max_actors:
+            capacity = 0.0  # unknown: max_actors actors, whose requests make the autoscaler add nodes
+        else:
+            capacity = float(ray.cluster_resources().get(resource, 0.0))
+            log.warning("the autoscaler has no upper bound on %s: sizing the pool from the %g connected;"
+                        " set distributed.max_actors to let the autoscaler add nodes", resource, capacity)
     if gpus > 0:
-        known = math.floor(cluster_capacity("GPU") / gpus + 1e-9)
+        known = math.floor(capacity / gpus + 1e-9)
     else:
-        cpus = cluster_capacity("CPU")
+        cpus = capacity
         usable = cpus - dist.cpu_headroom if cpus - dist.cpu_headroom >= dist.cpus_per_actor else cpus
         known = max(1, math.floor(usable / dist.cpus_per_actor + 1e-9)) if cpus else 0
     if known > 0:

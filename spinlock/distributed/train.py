@@ -35,6 +35,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from spinlock.config.tokenizer import TokenizerConfig
+from spinlock.distributed.cluster import cluster_capacity
 from spinlock.distributed.data import encode_dataset, fit_cleaner, prepare_splits, read_features
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
@@ -157,8 +158,9 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def _use_gpu(setting: bool | str, workers: int) -> bool:
+    """``auto``: GPUs when the cluster has or can autoscale to one per worker (as generation counts)."""
     if setting == "auto":
-        return ray.cluster_resources().get("GPU", 0) >= workers
+        return cluster_capacity("GPU") >= workers
     return bool(setting)
 
 
