@@ -220,3 +220,18 @@ def test_embedding_panels_show_each_category_before_extra_streams():
              "temporal", "ic"]
     assert panel_order(names) == [0, 2, 3, 6, 7, 1, 4, 5]
     assert panel_order(["a", "b"]) == [0, 1]
+
+
+def test_codebook_training_plot_draws_what_training_reports():
+    """The per-epoch metrics Ray Train reports are the keys the codebook plot draws (usage and perplexity)."""
+    from spinlock.encoding.training import flat_metrics
+    from spinlock.viz.tokenizer_plots import plot_codebook_training
+
+    records = [flat_metrics({"epoch": e, "loss": 1.0 / (e + 1), "validation": {
+        "r2": {"all": [0.5, 0.6, 0.7]}, "codebook_usage": [0.9, 0.8, 0.7], "perplexity": [5.0, 6.0, 7.0]}})
+        for e in range(3)]
+    fig = plot_codebook_training(records)
+    assert fig is not None
+    assert sorted(ax.get_title() for ax in fig.axes) == [
+        "codebook perplexity per level (training)", "codebook usage per level (training)"]
+    assert all(len(ax.get_lines()) == 3 for ax in fig.axes)

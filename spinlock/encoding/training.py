@@ -253,6 +253,6 @@ def flat_metrics(record: dict) -> dict[str, float]:
             for lv, v in enumerate(values, start=1):
                 out[f"val_r2_{group}_l{lv}"] = v
         for lv in range(3):
-            out[f"codebook_usage_l{lv + 1}"] = val["codebook_usage"][lv]
+            out[f"usage_l{lv + 1}"] = val["codebook_usage"][lv]  # the names plot_codebook_training draws
             out[f"perplexity_l{lv + 1}"] = val["perplexity"][lv]
     return out
