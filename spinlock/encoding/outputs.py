@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from spinlock.encoding.model import IC_EMBEDDING_DIM, LEVELS
 from spinlock.errors import DataError
+from spinlock.storage import dims
 
 LEARNED_NAMES = [f"learned_{i:02d}" for i in range(IC_EMBEDDING_DIM)]
 
@@ -49,8 +50,13 @@ def align_rows(h5_index: np.ndarray, operator_index: np.ndarray, source: str) ->
 
 
 def _replace(f: h5py.File, name: str, data: np.ndarray) -> h5py.Dataset:
+    """A new dataset ``name``; the old one and the scale of its last axis (used by it alone) are removed."""
     if name in f:
+        dims.detach(f, name)
         del f[name]
+    width = dims.scale_path(dims.DIMS[name][-1])
+    if width in f:
+        del f[width]
     return f.create_dataset(name, data=data)
 
 
@@ -68,9 +74,11 @@ def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.nda
         ds = _replace(f, "tokens", tokens[perm].astype(np.int32))
         ds.attrs["categories"] = json.dumps(list(categories))
         ds.attrs["levels"] = LEVELS
+        dims.attach(f, "tokens", {"token": np.asarray(token_column_names(list(categories)), dtype=object)})
         if embedding is not None:
             emb = _replace(f, "features/initial_learned", embedding[perm].astype(np.float32))
             emb.attrs["names"] = LEARNED_NAMES
+            dims.attach(f, "features/initial_learned")
     order = np.argsort(operator_index, kind="stable")
     cols = {"operator_index": pa.array(np.asarray(operator_index, np.int64)[order])}
     for j, name in enumerate(token_column_names(list(categories))):
