@@ -17,7 +17,7 @@ file is committed, so a committed shard implies its chunks exist; a regenerated 
 with identical bytes. Chunks holding only the fill value are written too, so "every chunk key of the
 rows exists" is the coverage check used by the merge and by ``spinlock info --check``.
 
-Shards and ``dataset.h5`` record the array in the root attribute ``trajectories_store``: the relative
+Shards and ``dataset.h5`` record the group in the root attribute ``trajectories_store``: the relative
 path ``trajectories.zarr`` (relative to ``OUT``) for a local run, the full URL for an object-store run
 (so the driver's staged ``dataset.h5`` reads from the bucket; a synced copy of the bucket reads its own).
 """
@@ -56,7 +56,7 @@ def recorded_location(root: str | os.PathLike[str]) -> str:
 
 
 def resolve(h5_path: str | Path, attrs: Mapping[str, Any]) -> str:
-    """Where the array of a shard or dataset file lives.
+    """Where the group of a shard or dataset file lives.
 
     A relative value is relative to the file's ``OUT``. A URL is used as is, unless ``OUT`` holds a
     ``trajectories.zarr`` itself: then the folder is a synced copy of the bucket and reads stay local.
