@@ -163,7 +163,8 @@ def test_feature_tables_carry_the_sampled_parameters(run):
 
 @pytest.mark.ray
 def test_readme_python_blocks_run_after_the_quickstart(run, tmp_path, monkeypatch):
-    """README's python blocks, verbatim, against a small run at runs/quickstart (generated, not tokenized)."""
+    """README's python blocks, verbatim and in one namespace as a notebook runs them, against a small run at
+    runs/quickstart (generated, not tokenized): the PyTorch dataset's open file must not stop xarray's."""
     import ray
 
     _, out, _ = run
@@ -172,8 +173,9 @@ def test_readme_python_blocks_run_after_the_quickstart(run, tmp_path, monkeypatc
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert len(blocks) >= 3 and all("runs/quickstart" in b for b in blocks)
     ray.init(num_cpus=2, include_dashboard=False)
+    namespace: dict = {}
     try:
         for i, block in enumerate(blocks):
-            exec(compile(block, f"README.md python block {i}", "exec"), {})
+            exec(compile(block, f"README.md python block {i}", "exec"), namespace)
     finally:
         ray.shutdown()
