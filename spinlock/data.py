@@ -70,7 +70,7 @@ class _Lazy:
 
     def get(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r", locking=False)
+            self._file = h5py.File(self.path, "r")
             self._trajectories = None
             self._pid = os.getpid()
         return self._file
@@ -93,7 +93,7 @@ class _Lazy:
 
 def available_fields(path: str | Path) -> list[str]:
     """Fields present in the file, in :data:`_PATHS` order."""
-    with h5py.File(_resolve(path), "r", locking=False) as f:
+    with h5py.File(_resolve(path), "r") as f:
         return [name for name, key in _PATHS.items()
                 if key in f or (key == "trajectories" and zarrstore.ATTR in f.attrs)]
 
@@ -125,7 +125,7 @@ class OperatorDataset(torch.utils.data.Dataset):
             raise DataError(f"{self.path} has no {missing} (present: {present})")
         self.fields = list(fields)
         self._h5 = _Lazy(self.path)
-        with h5py.File(self.path, "r", locking=False) as f:
+        with h5py.File(self.path, "r") as f:
             self._len = int(f["operators/index"].shape[0])
             if "tokens" in self.fields:
                 _token_layout(f, self.path)
@@ -183,7 +183,7 @@ def read_operators(path: str | Path, fields: Sequence[str] | None = None, rows_p
     missing = [f for f in fields if f not in present]
     if missing:
         raise DataError(f"{p} has no {missing} (present: {present})")
-    with h5py.File(p, "r", locking=False) as f:
+    with h5py.File(p, "r") as f:
         n = int(f["operators/index"].shape[0])
         if "tokens" in fields:
             _token_layout(f, p)

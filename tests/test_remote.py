@@ -145,11 +145,11 @@ def test_s3_zarr_trajectories_go_straight_to_the_bucket(s3, tmp_path):
     staged = generate(cfg, url, workers=2, show_progress=False)
 
     keys = sorted(k.split("runs/zarr/", 1)[1] for k in s3.fs.find("spinlock-test/runs/zarr"))
-    chunks = [k for k in keys if k.startswith("trajectories.zarr/c/")]
+    chunks = [k for k in keys if k.startswith("trajectories.zarr/trajectories/c/")]
     assert "trajectories.zarr/zarr.json" in keys and len(chunks) == 12 * 2  # N × M chunks of 5 steps
     assert not any(p.name == "trajectories.zarr" for p in stage.rglob("*"))  # no local copy
-    ref = zarr.open_array(tmp_path / "local" / "trajectories.zarr", mode="r")[:]
-    remote = zarr.open_array(f"{url}/trajectories.zarr", mode="r")
+    ref = zarr.open_array(tmp_path / "local" / "trajectories.zarr" / "trajectories", mode="r")[:]
+    remote = zarr.open_array(f"{url}/trajectories.zarr/trajectories", mode="r")
     assert np.array_equal(remote[:].view(np.uint32), ref.view(np.uint32))
     with h5py.File(staged, "r") as f:
         assert f.attrs["trajectories_store"] == f"{url}/trajectories.zarr" and "trajectories" not in f
@@ -165,5 +165,5 @@ def test_s3_zarr_trajectories_go_straight_to_the_bucket(s3, tmp_path):
     run = GenerationRun(cfg, url, workers=2, show_progress=False)
     run.execute()
     assert [s.shard_id for s in run.report.completed] == [1]
-    assert np.array_equal(zarr.open_array(f"{url}/trajectories.zarr", mode="r")[:].view(np.uint32),
+    assert np.array_equal(zarr.open_array(f"{url}/trajectories.zarr/trajectories", mode="r")[:].view(np.uint32),
                           ref.view(np.uint32))

@@ -64,7 +64,7 @@ class TrajectoryStorage(Strict):
     """Storage dtype of /trajectories (computation is always float32 or the CUDA precision)."""
     format: Literal["hdf5", "zarr"] = "hdf5"
     """``hdf5``: /trajectories inside each shard (staged locally for an object-store --out). ``zarr``: one
-    Zarr v3 array OUT/trajectories.zarr [N, M, Ts, C, H, W] written chunk by chunk straight to its final
+    Zarr v3 array [N, M, Ts, C, H, W] in the group OUT/trajectories.zarr, written chunk by chunk straight to its final
     place (a folder, or the bucket through fsspec: no local copy); the shards keep everything else."""
 
     @model_validator(mode="after")

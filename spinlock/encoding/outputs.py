@@ -15,7 +15,6 @@ written to a temporary file and renamed (never half-written).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -26,6 +25,8 @@ import pyarrow.parquet as pq
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import IC_EMBEDDING_DIM
 from spinlock.errors import DataError
+from spinlock.storage import dims
+from spinlock.storage.durable import durable_replace
 
 LEARNED_NAMES = [f"learned_{i:02d}" for i in range(IC_EMBEDDING_DIM)]
 
@@ -47,8 +48,13 @@ def align_rows(h5_index: np.ndarray, operator_index: np.ndarray, source: str) ->
 
 
 def _replace(f: h5py.File, name: str, data: np.ndarray) -> h5py.Dataset:
+    """A new dataset ``name``; the old one and the scale of its last axis (used by it alone) are removed."""
     if name in f:
+        dims.detach(f, name)
         del f[name]
+    width = dims.scale_path(dims.DIMS[name][-1])
+    if width in f:
+        del f[width]
     return f.create_dataset(name, data=data)
 
 
@@ -64,9 +70,11 @@ def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.nda
         perm = align_rows(f["operators/index"][:], np.asarray(operator_index, np.int64), str(h5_path))
         ds = _replace(f, "tokens", tokens[perm].astype(np.int32))
         layout.write_attrs(ds.attrs)
+        dims.attach(f, "tokens", {"token": np.asarray(layout.names, dtype=object)})
         if embedding is not None:
             emb = _replace(f, "features/initial_learned", embedding[perm].astype(np.float32))
             emb.attrs["names"] = LEARNED_NAMES
+            dims.attach(f, "features/initial_learned")
     order = np.argsort(operator_index, kind="stable")
     cols = {"operator_index": pa.array(np.asarray(operator_index, np.int64)[order])}
     for j, name in enumerate(layout.names):
@@ -75,4 +83,4 @@ def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.nda
     table = pa.table(cols).replace_schema_metadata({b"spinlock": json.dumps(meta).encode()})
     tmp = out / "tokens.parquet.tmp"
     pq.write_table(table, tmp)
-    os.replace(tmp, out / "tokens.parquet")
+    durable_replace(tmp, out / "tokens.parquet")

@@ -2,7 +2,8 @@
 
 The spec is data (``SPEC``) so the checker, ``spinlock info --check`` and the format test all read the
 same table. Shapes are written with the symbols of the doc: N operators, P parameters, M realizations,
-Ts stored steps, C channels, H=W grid, T' temporal samples, D* feature widths. With Zarr trajectories
+Ts stored steps, C channels, H=W grid, T' temporal samples, D* feature widths. Every dataset's axes carry
+the dimension scales of ``dims.DIMS`` (the names xarray reads). With Zarr trajectories
 (``storage.trajectories.format: zarr``) the recorded array is checked too: shape, chunks, dtype, attrs,
 and that every chunk of the file's operators is written.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import yaml
 
 from spinlock.config.loading import config_from_dict, config_hash
+from spinlock.storage import dims
 
 # path, shape symbols, dtype kind ("i8" etc. or "str"), required attrs, optional?
 SPEC: list[tuple[str, tuple[str, ...], str, tuple[str, ...], bool]] = [
@@ -114,6 +116,8 @@ def check_file(path: str | Path) -> list[str]:
                     problems.append(f"{path_}: axis {sym} = {got}, expected {want}")
             if not _dtype_ok(ds, dtype):
                 problems.append(f"{path_}: dtype {ds.dtype}, expected {dtype}")
+            if (named := dims.names(ds)) != dims.DIMS[path_]:
+                problems.append(f"{path_}: dimension scales {named}, expected {dims.DIMS[path_]}")
             for a in attrs:
                 if a not in ds.attrs:
                     problems.append(f"{path_}: missing attribute {a!r}")

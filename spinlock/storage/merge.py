@@ -21,6 +21,7 @@ import numpy as np
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError
+from spinlock.storage import dims
 from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import DATASET_FILE, LARGE, SHARDS_DIR, compression_kwargs, shard_name, shard_path
 from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard
@@ -114,7 +115,8 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
     specs = plan_shards(cfg)
     infos = verified_shards(cfg, out, shards)  # one open per shard (none for reused infos)
     n = cfg.simulation.num_operators
-    check_indices(np.concatenate([i.index for i in infos]), n)
+    index = np.concatenate([i.index for i in infos])
+    check_indices(index, n)
     rows = [i.rows for i in infos]
     sources = [(f"{SHARDS_DIR}/{shard_name(s.shard_id)}".encode(), r) for s, r in zip(specs, rows, strict=True)]
     copies: list[tuple[str, h5py.Dataset]] = []  # copy mode: filled shard by shard below
@@ -133,9 +135,13 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
             from spinlock.storage import zarrstore
 
             g.attrs["trajectories_store"] = f0.attrs["trajectories_store"]
-            if problems := zarrstore.check(cfg, zarrstore.resolve(target, g.attrs), 0, n):
+            loc = zarrstore.resolve(target, g.attrs)
+            if problems := zarrstore.check(cfg, loc, 0, n):
                 raise DataError(f"merge: {'; '.join(problems)}")
+            zarrstore.consolidate(loc)
         for name in _datasets(f0):
+            if name in dims.SCALE_PATHS:  # dimension scales are made for the merged file below
+                continue
             src = f0[name]
             shape = (n, *src.shape[1:])
             is_str = h5py.check_string_dtype(src.dtype) is not None
@@ -151,7 +157,8 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
                 ds = g.create_dataset(name, shape, dtype=src.dtype, chunks=src.chunks, **comp)
                 copies.append((name, ds))
             for k, v in src.attrs.items():
-                ds.attrs[k] = v
+                if k not in dims.SCALE_ATTRS:  # object references into the shard
+                    ds.attrs[k] = v
         start = 0
         for info in infos if copies else ():  # each shard opened once for all its datasets
             with h5py.File(info.path, "r") as fs:
@@ -162,6 +169,7 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
                     else:
                         ds[start : start + info.rows] = fs[name][()]
             start += info.rows
+        dims.attach_all(g, {"operator": index})  # not read back through the virtual datasets
         g["parameters"].attrs["stratification"] = json.dumps(stratification_metrics(all_unit_points(cfg)))
     durable_replace(tmp, target)
     return target

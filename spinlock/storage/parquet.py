@@ -1,7 +1,9 @@
 """Per-shard Parquet feature tables (the input Ray Data streams into the tokenizer).
 
 Columns: ``operator_index`` int64, ``status`` int8, ``ic_type`` string, ``census`` string (the behaviour
-class, ``spinlock.features.census``), one float32 column per feature
+class, ``spinlock.features.census``), one column ``param.<name>`` per sampled parameter (so pandas/polars
+users group by them: a choice as its value's text, dictionary-encoded with the configured values in order;
+a boolean as bool; integers and reals float64, as ``/parameters/values``), one float32 column per feature
 named ``<family>.<name>`` for initial/architecture/summary, and ``temporal.<name>`` as fixed-size
 list<float32>[T'] columns. Schema metadata ``spinlock`` = JSON {"names": {family: [...]}, "temporal_steps": [...]}.
 """
@@ -10,17 +12,42 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from spinlock.features.census import NAMES as CENSUS_NAMES
 from spinlock.storage.durable import durable_replace
 from spinlock.storage.reader import read_census
 
 FLAT_FAMILIES = ("initial", "architecture", "summary")
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def parameter_columns(f: h5py.File) -> dict[str, pa.Array]:
+    """``param.<name>`` columns from ``/parameters/values`` of an open shard (types from its config)."""
+    ds = f["parameters/values"]
+    values = ds[()]
+    choices = json.loads(ds.attrs["choices"])
+    types = {n: spec["type"] for n, spec in (yaml.safe_load(f.attrs["config"])["parameters"] or {}).items()}
+    cols: dict[str, pa.Array] = {}
+    for j, name in enumerate(str(n) for n in ds.attrs["names"]):
+        v = values[:, j]
+        if name in choices:
+            labels = pa.array([_label(c) for c in choices[name]], pa.string())
+            cols[f"param.{name}"] = pa.DictionaryArray.from_arrays(pa.array(v.astype(np.int32)), labels)
+        elif types.get(name) == "boolean":
+            cols[f"param.{name}"] = pa.array(v != 0, pa.bool_())
+        else:
+            cols[f"param.{name}"] = pa.array(v, pa.float64())
+    return cols
 
 
 def export_parquet(shard_file: Path, out_file: Path) -> Path:
@@ -34,6 +61,7 @@ def export_parquet(shard_file: Path, out_file: Path) -> Path:
         cols["status"] = pa.array(f["status"][()], pa.int8())
         cols["ic_type"] = pa.array([s.decode() if isinstance(s, bytes) else s for s in f["ics/type"][()]])
         cols["census"] = pa.array([CENSUS_NAMES[c] for c in read_census(f)[0]], pa.string())
+        cols.update(parameter_columns(f))
         for fam in FLAT_FAMILIES:
             ds = f[f"features/{fam}"]
             names[fam] = [str(x) for x in ds.attrs["names"]]

@@ -19,6 +19,7 @@ from spinlock import FORMAT_VERSION, __version__
 from spinlock.config.loading import config_hash, dump_config
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError
+from spinlock.storage import dims
 from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import compression_kwargs, trajectory_chunk_steps
 
@@ -92,6 +93,7 @@ class ShardWriter:
             d.attrs["names"] = list(names)
             if fam == "temporal":
                 d.attrs["steps"] = temporal_steps
+        dims.attach_all(f)  # named axes for xarray/netCDF readers (docs/dataset-format.md)
 
     def write_rows(self, start: int, **arrays: Any) -> None:
         """Write rows [start, start+len) of the named datasets (keys use '__' for '/')."""

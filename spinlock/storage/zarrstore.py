@@ -5,17 +5,19 @@ dataset) are staged on local disk and uploaded. A Zarr array is a set of indepen
 shard writes its trajectory chunks straight to their final place — a folder for a local ``--out``, the
 bucket through zarr's fsspec store for ``s3://``/``gs://`` — and only the small HDF5 shard is staged.
 
-Layout: shape [N, M, Ts, C, H, W] indexed by *global* operator index, chunks (1, 1, k, C, H, W) with
-~1 MiB per chunk (k from :func:`trajectory_chunk_steps`, as for HDF5 chunks), the run's codec, fill value
-NaN, attrs ``stride``, ``steps``, ``config_hash``. One operator per chunk means no chunk spans two shards,
-so shards write disjoint chunks without coordination.
+Layout: a group (so ``xarray.open_zarr`` opens it) holding the array ``trajectories``, shape
+[N, M, Ts, C, H, W] indexed by *global* operator index, ``dimension_names`` (operator, realization, time,
+channel, y, x), chunks (1, 1, k, C, H, W) with ~1 MiB per chunk (k from :func:`trajectory_chunk_steps`,
+as for HDF5 chunks), the run's codec, fill value NaN, attrs ``stride``, ``steps``, ``config_hash``; and
+the coordinate array ``time`` (the stored step numbers). One operator per chunk means no chunk spans two
+shards, so shards write disjoint chunks without coordination.
 
 Completion: a shard writes all of its chunks (and, on a local filesystem, fsyncs them) *before* its HDF5
 file is committed, so a committed shard implies its chunks exist; a regenerated shard overwrites them
 with identical bytes. Chunks holding only the fill value are written too, so "every chunk key of the
 rows exists" is the coverage check used by the merge and by ``spinlock info --check``.
 
-Shards and ``dataset.h5`` record the array in the root attribute ``trajectories_store``: the relative
+Shards and ``dataset.h5`` record the group in the root attribute ``trajectories_store``: the relative
 path ``trajectories.zarr`` (relative to ``OUT``) for a local run, the full URL for an object-store run
 (so the driver's staged ``dataset.h5`` reads from the bucket; a synced copy of the bucket reads its own).
 """
@@ -33,17 +35,19 @@ import numpy as np
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError, SpinlockError
+from spinlock.storage.dims import TRAJECTORY_DIMS
 from spinlock.storage.durable import fsync_path
 from spinlock.storage.layout import TRAJECTORIES_ZARR, trajectory_chunk_steps
 from spinlock.storage.remote import is_remote
 
 ATTR = "trajectories_store"
+ARRAY = "trajectories"  # the array's name inside the group; its coordinate array is "time"
 # every chunk is written, even all-NaN ones (diverged rows), so a missing key always means "not written"
 _WRITE_CONFIG = {"write_empty_chunks": True}
 
 
 def location(root: str | os.PathLike[str]) -> str:
-    """The array's location under an output root (local folder or object-store URL)."""
+    """The group's location under an output root (local folder or object-store URL)."""
     return f"{str(root).rstrip('/')}/{TRAJECTORIES_ZARR}"
 
 
@@ -53,7 +57,7 @@ def recorded_location(root: str | os.PathLike[str]) -> str:
 
 
 def resolve(h5_path: str | Path, attrs: Mapping[str, Any]) -> str:
-    """Where the array of a shard or dataset file lives.
+    """Where the group of a shard or dataset file lives.
 
     A relative value is relative to the file's ``OUT``. A URL is used as is, unless ``OUT`` holds a
     ``trajectories.zarr`` itself: then the folder is a synced copy of the bucket and reads stay local.
@@ -86,27 +90,51 @@ def expected(cfg: RunConfig) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype
     return shape, chunks, np.dtype(cfg.storage.trajectories.dtype)
 
 
+def _steps(cfg: RunConfig) -> np.ndarray:
+    return np.arange(0, cfg.simulation.steps + 1, cfg.storage.trajectories.stride, dtype=np.int64)
+
+
+def _ensure_group(cfg: RunConfig, loc: str) -> None:
+    """The group and its ``time`` coordinate, (re)written unless present and right: every shard checks,
+    so a creator that died half-way is repaired by the next (concurrent writers write the same bytes)."""
+    import zarr
+    from zarr.errors import ContainsArrayError
+
+    try:
+        zarr.open_group(loc, mode="a")
+    except ContainsArrayError:
+        raise SpinlockError(f"{loc} is a bare Zarr array written by an older Spinlock (the trajectories"
+                            " are now the array 'trajectories' of a group); use a new --out") from None
+    steps = _steps(cfg)
+    try:
+        ok = np.array_equal(zarr.open_array(f"{loc}/time", mode="r")[:], steps)
+    except (FileNotFoundError, ValueError):
+        ok = False
+    if not ok:
+        zarr.create_array(f"{loc}/time", data=steps, dimension_names=("time",), overwrite=True)
+
+
 def open_for_write(cfg: RunConfig, root: str | os.PathLike[str]):
-    """Open the run's array for writing, creating it on first use (idempotent; safe to race: every
-    creator writes the same metadata). Refuses an array of another run."""
+    """Open the run's array for writing, creating the group and array on first use (idempotent; safe to
+    race: every creator writes the same metadata). Refuses an array of another run."""
     import zarr
     from zarr.errors import ContainsArrayError
 
     loc = location(root)
+    _ensure_group(cfg, loc)
+    path = f"{loc}/{ARRAY}"
     try:
-        arr = zarr.open_array(loc, mode="r+", config=_WRITE_CONFIG)
+        arr = zarr.open_array(path, mode="r+", config=_WRITE_CONFIG)
     except FileNotFoundError:
         shape, chunks, dtype = expected(cfg)
         st = cfg.storage
-        stride = st.trajectories.stride
-        attrs = {"stride": stride, "steps": list(range(0, cfg.simulation.steps + 1, stride)),
-                 "config_hash": config_hash(cfg)}
+        attrs = {"stride": st.trajectories.stride, "steps": _steps(cfg).tolist(), "config_hash": config_hash(cfg)}
         try:
-            arr = zarr.create_array(loc, shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
+            arr = zarr.create_array(path, shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
                                     compressors=compressors(st.codec, st.level), attributes=attrs,
-                                    config=_WRITE_CONFIG)
+                                    dimension_names=TRAJECTORY_DIMS, config=_WRITE_CONFIG)
         except ContainsArrayError:  # another shard created it meanwhile
-            arr = zarr.open_array(loc, mode="r+", config=_WRITE_CONFIG)
+            arr = zarr.open_array(path, mode="r+", config=_WRITE_CONFIG)
     problems = _metadata_problems(cfg, arr)
     if problems:
         raise SpinlockError(f"{loc} holds a trajectory array of another run ({'; '.join(problems)});"
@@ -115,13 +143,13 @@ def open_for_write(cfg: RunConfig, root: str | os.PathLike[str]):
 
 
 def open_read(loc: str):
-    """The array at ``loc`` read-only, or a DataError naming where it was expected."""
+    """The array of the group at ``loc`` read-only, or a DataError naming where it was expected."""
     import zarr
 
     try:
-        return zarr.open_array(loc, mode="r")
+        return zarr.open_array(f"{loc}/{ARRAY}", mode="r")
     except (FileNotFoundError, OSError, ValueError) as e:
-        raise DataError(f"cannot open the Zarr trajectory array {loc}: {e}") from None
+        raise DataError(f"cannot open the Zarr trajectory array {loc}/{ARRAY}: {e}") from None
 
 
 def _metadata_problems(cfg: RunConfig, arr) -> list[str]:
@@ -133,12 +161,27 @@ def _metadata_problems(cfg: RunConfig, arr) -> list[str]:
         out.append(f"chunks {tuple(arr.chunks)}, expected {chunks} (one operator per chunk)")
     if np.dtype(arr.dtype) != dtype:
         out.append(f"dtype {arr.dtype}, expected {dtype}")
+    if tuple(arr.metadata.dimension_names or ()) != TRAJECTORY_DIMS:
+        out.append(f"dimension_names {arr.metadata.dimension_names}, expected {TRAJECTORY_DIMS}")
     for a in ("stride", "steps", "config_hash"):
         if a not in arr.attrs:
             out.append(f"missing attribute {a!r}")
     if arr.attrs.get("config_hash", config_hash(cfg)) != config_hash(cfg):
         out.append(f"config hash {arr.attrs['config_hash']} != {config_hash(cfg)}")
     return out
+
+
+def consolidate(loc: str) -> None:
+    """Write the group's consolidated metadata (once all shards are done), so ``xarray.open_zarr`` opens
+    the group with one read and without its warning about non-consolidated stores."""
+    import warnings
+
+    import zarr
+    from zarr.errors import ZarrUserWarning
+
+    with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec": known, and fine
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        zarr.consolidate_metadata(loc)
 
 
 def chunk_keys(arr, start: int, stop: int) -> Iterator[str]:
@@ -151,7 +194,8 @@ def chunk_keys(arr, start: int, stop: int) -> Iterator[str]:
 
 
 def _present_keys(loc: str) -> set[str]:
-    """Chunk keys that exist under ``loc`` (one listing, no per-key requests)."""
+    """Chunk keys of the array that exist under the group ``loc`` (one listing, no per-key requests)."""
+    loc = f"{loc}/{ARRAY}"
     if not is_remote(loc):
         root = Path(loc)
         return {p.relative_to(root).as_posix() for p in (root / "c").rglob("*")
@@ -171,6 +215,13 @@ def check(cfg: RunConfig, loc: str, start: int, stop: int) -> list[str]:
     except DataError as e:
         return [str(e)]
     problems = [f"{TRAJECTORIES_ZARR}: {p}" for p in _metadata_problems(cfg, arr)]
+    try:
+        import zarr
+
+        if not np.array_equal(zarr.open_array(f"{loc}/time", mode="r")[:], _steps(cfg)):
+            problems.append(f"{TRAJECTORIES_ZARR}/time: not the stored steps {_steps(cfg).tolist()}")
+    except (FileNotFoundError, OSError, ValueError) as e:
+        problems.append(f"{TRAJECTORIES_ZARR}/time: cannot read the coordinate array ({e})")
     if problems:
         return problems
     present = _present_keys(loc)
