@@ -17,7 +17,8 @@ import xarray as xr
 import zarr
 from conftest import ROOT, tiny_config
 
-from spinlock.encoding.outputs import token_column_names, write_tokens
+from spinlock.encoding.layout import Position, TokenLayout
+from spinlock.encoding.outputs import write_tokens
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.errors import SpinlockError
 from spinlock.generate import pending_shards, plan_shards, prepare_output, run_shard
@@ -96,13 +97,14 @@ def test_tokens_get_named_dims_and_can_be_rewritten_with_another_width(run, tmp_
     shutil.copytree(out, tmp_path / "t")
     index = np.arange(12)[::-1]  # rows arrive in any order
     for cats in (["a", "b"], ["a", "b", "c"]):
-        tokens = np.arange(12 * 3 * len(cats), dtype=np.int32).reshape(12, -1)
-        write_tokens(tmp_path / "t", index, tokens, cats, np.ones((12, 28), np.float32))
+        layout = TokenLayout(tuple(cats), tuple(Position(c, lv, 64) for c in cats for lv in (1, 2, 3)))
+        tokens = np.arange(12 * 3 * len(cats), dtype=np.int32).reshape(12, -1) % 64
+        write_tokens(tmp_path / "t", index, tokens, layout, np.ones((12, 28), np.float32))
     ds = tmp_path / "t" / DATASET_FILE
     assert check_file(ds) == []
     tree = open_tree(ds)
     assert tree["tokens"].dims == ("operator", "token")
-    assert tree["token"].values.tolist() == token_column_names(["a", "b", "c"])
+    assert tree["token"].values.tolist() == layout.names
     assert tree["tokens"].sel(operator=11, token="c.l3").item() == 8  # row 0 of tokens was operator 11
     assert tree["features/initial_learned"].dims == ("operator", "initial_learned_feature")
 
