@@ -170,7 +170,8 @@ def uniform_from_bits(bits: torch.Tensor, low: float = 0.0, high: float = 1.0) -
 
 
 def integers_from_bits(bits: torch.Tensor, low: int, high: int) -> torch.Tensor:
-    """int64 uniform in [low, high) (floor of a float64 uniform; ranges up to 2^40 keep the bias < 1e-4)."""
+    """int64 uniform in [low, high): floor of a 52-bit uniform (each value's probability is off by at most a
+    relative (high - low)·2^-52)."""
     return (low + torch.floor(uniform64_from_bits(bits) * (high - low))).long().clamp_(low, high - 1)
 
 
