@@ -23,7 +23,7 @@ from spinlock.errors import SpinlockError
 from spinlock.ics.registry import generate_ic, get_ic_type
 from spinlock.operators.registry import get_family
 from spinlock.rng import derive_key
-from spinlock.rollout.engine import RolloutEngine, resolve_device
+from spinlock.rollout.engine import STATUS_DIVERGED, STATUS_FAULT, RolloutEngine, feature_faults, resolve_device
 from spinlock.sampling.space import SampledSet, choices_json, sample
 from spinlock.storage.layout import CONFIG_FILE, parquet_path, shard_path
 from spinlock.storage.shard import ShardInfo, ShardWriter
@@ -43,6 +43,7 @@ class ShardSummary:
     shard_id: int
     operators: int
     diverged: int
+    faults: int  # numerical faults (status 2), not counted in ``diverged``
     sample_steps: int
     seconds: float
     path: str
@@ -137,7 +138,7 @@ def run_shard(
         zarr_writer = ZarrTrajectoryWriter(cfg, root or out_dir, spec.start, spec.stop)
     writer = ShardWriter(path, cfg, spec.shard_id, sampled.index, sampled.names, choices_json(cfg),
                          feature_names(cfg), feature_steps(cfg), trajectories=zarr_writer)
-    diverged = 0
+    diverged = faults = 0
     try:
         for b0, b1 in batch_bounds(cfg, spec):
             rows = slice(b0 - spec.start, b1 - spec.start)
@@ -150,6 +151,14 @@ def run_shard(
                 st = cfg.storage.trajectories
                 observers.append(TrajectorySink(writer, r0, st.stride, st.dtype))
             result = engine.run(ic, observers)
+            features = {
+                "initial": extract_initial(cfg, ic),
+                "architecture": extract_architecture(cfg, sampled.values[rows], derived),
+                "summary": fobs.summary(),
+                "temporal": fobs.temporal(),
+            }
+            status = result.status.numpy()
+            feature_faults({k: b.values for k, b in features.items()}, status, idx)
             entries = [cfg.initial_conditions.mix[e] for e in sampled.ic_entry[rows]]
             writer.write_rows(
                 r0,
@@ -160,20 +169,16 @@ def run_shard(
                 ics__generator=[e.type for e in entries],
                 ics__tier=np.array([get_ic_type(e.type).tier for e in entries], np.int8),
                 ics__params=[json.dumps(e.params, sort_keys=True) for e in entries],
-                status=result.status.numpy(),
+                status=status,
                 status_step=result.diverged_step.numpy(),
             )
-            writer.write_features(r0, {
-                "initial": extract_initial(cfg, ic),
-                "architecture": extract_architecture(cfg, sampled.values[rows], derived),
-                "summary": fobs.summary(),
-                "temporal": fobs.temporal(),
-            })
-            diverged += int((result.status != 0).sum())
+            writer.write_features(r0, features)
+            diverged += int((status == STATUS_DIVERGED).sum())
+            faults += int((status == STATUS_FAULT).sum())
             if progress is not None:
                 progress(len(idx))
         n = spec.stop - spec.start
-        summary = ShardSummary(spec.shard_id, n, diverged, n * sim.realizations * sim.steps,
+        summary = ShardSummary(spec.shard_id, n, diverged, faults, n * sim.realizations * sim.steps,
                                time.perf_counter() - t0, str(path))
         writer.commit({"summary": summary.to_json()})
     except BaseException:

@@ -5,15 +5,23 @@ one grouped convolution per layer for the whole group; the family decides how to
 noise, update and divergence checks are vectorised over the whole batch. Divergence is
 checked per operator after every step; a diverged operator is frozen (its rows computed on zeros, shown
 to observers as NaN) without touching the others.
+
+Status: ``ok``; ``diverged`` when the state leaves the finite range or max |x| exceeds the threshold;
+``fault`` when a non-finite value comes from outside the dynamics — the IC, the noise draw or a feature
+(:func:`feature_faults`) — which is a bug to report, not behaviour to learn from. Attribution costs
+nothing per step: the IC is checked once, and the noise of step t is re-drawn (it is a pure function of
+its keys) only for a step at which some operator's state became non-finite.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from spinlock.config.models import SimulationConfig
@@ -27,6 +35,13 @@ STATUS_DIVERGED = 1
 STATUS_FAULT = 2  # a non-finite value the dynamics did not cause (noise, IC or feature): a bug, not behaviour
 STATUS_NAMES = {STATUS_OK: "ok", STATUS_DIVERGED: "diverged", STATUS_FAULT: "fault"}
 
+log = logging.getLogger(__name__)
+
+
+def _warn_fault(operator: int, step: int | str, source: str, detail: str) -> None:
+    log.warning("numerical fault: operator %d, step %s, source %s: %s (status 'fault', not 'diverged')",
+                operator, step, source, detail)
+
 
 def resolve_device(kind: str = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
@@ -39,8 +54,8 @@ def resolve_device(kind: str = "auto") -> torch.device:
 
 @dataclass
 class RolloutResult:
-    status: torch.Tensor  # [B] int8
-    diverged_step: torch.Tensor  # [B] int32, -1 when the operator never diverged
+    status: torch.Tensor  # [B] int8: STATUS_OK, STATUS_DIVERGED or STATUS_FAULT
+    diverged_step: torch.Tensor  # [B] int32: step of divergence or fault (0: the IC), -1 when none
 
 
 class RolloutEngine:
@@ -70,6 +85,7 @@ class RolloutEngine:
             )
             for _, members in sorted(groups.items(), key=lambda kv: kv[1][0])
         ]
+        self.operator_indices = [int(i) for i in operator_indices]
         self.dynamics = BatchDynamics(
             records, operator_indices, sim.realizations, seed, sim.steps, sim.channels, sim.grid, device
         )
@@ -93,6 +109,12 @@ class RolloutEngine:
         """x_step from x_{step-1}: operator, noise, update policy."""
         return self.dynamics.update(x, self.apply(x, step), step)
 
+    def _noise_faults(self, rows: torch.Tensor, t: int) -> torch.Tensor:
+        """[B] bool: ``rows`` whose noise draw of step t holds a non-finite value (re-drawn: a pure function
+        of (seed, operator, realization, step), so equal to the draw the step used)."""
+        eta = self.dynamics.noise(t)
+        return rows & ~torch.isfinite(eta.reshape(self.B, -1)).all(dim=1)
+
     @torch.no_grad()
     def run(self, ic: torch.Tensor, observers: Sequence[Observer] = ()) -> RolloutResult:
         """Roll out from ``ic`` [B, C, H, W]; observers see every state, the engine keeps only the last."""
@@ -102,26 +124,35 @@ class RolloutEngine:
         torch.set_flush_denormal(True)
         if ic.shape != (B, self.sim.channels, self.sim.grid, self.sim.grid):
             raise ValueError(f"ic shape {tuple(ic.shape)} does not match batch/simulation config")
+        view = (B, 1, 1, 1, 1)
+        zero = torch.zeros((), device=self.device)
         x = ic.to(self.device, torch.float32)[:, None].expand(B, M, *ic.shape[1:]).contiguous()
+        alive = torch.isfinite(x.reshape(B, -1)).all(dim=1)
+        status = torch.where(alive, STATUS_OK, STATUS_FAULT).to(torch.int8)
+        diverged_step = torch.where(alive, -1, 0).to(torch.int32)
+        if not bool(alive.all()):  # an IC fault: the operator never runs (observers see zeros at step 0)
+            for b in torch.nonzero(~alive).flatten().tolist():
+                _warn_fault(self.operator_indices[b], 0, "IC", "non-finite initial condition")
+            x = torch.where(alive.view(view), x, zero)
         for obs in observers:
             obs.start(x, self)
-        alive = torch.ones(B, dtype=torch.bool, device=self.device)
-        status = torch.zeros(B, dtype=torch.int8, device=self.device)
-        diverged_step = torch.full((B,), -1, dtype=torch.int32, device=self.device)
         nan = torch.tensor(float("nan"), device=self.device)
-        view = (B, 1, 1, 1, 1)
         for t in range(1, self.sim.steps + 1):
             x = self.advance(x, t)
             # amax propagates NaN and NaN <= threshold is False, so one reduction flags NaN, Inf and blow-up
             peak = x.reshape(B, -1).abs().amax(dim=1)
             newly = alive & ~(peak <= self.sim.divergence_threshold)
             if bool(newly.any()):
-                status[newly] = 1
+                nonfinite = newly & ~torch.isfinite(peak)
+                fault = self._noise_faults(nonfinite, t) if bool(nonfinite.any()) else torch.zeros_like(newly)
+                status[newly] = torch.where(fault, STATUS_FAULT, STATUS_DIVERGED).to(torch.int8)[newly]
                 diverged_step[newly] = t
                 alive &= ~newly
+                for b in torch.nonzero(fault).flatten().tolist():
+                    _warn_fault(self.operator_indices[b], t, "noise", "non-finite noise draw")
             if not bool(alive.all()):
                 shown = torch.where(alive.view(view), x, nan)
-                x = torch.where(alive.view(view), x, torch.zeros((), device=self.device))
+                x = torch.where(alive.view(view), x, zero)
             else:
                 shown = x
             for obs in observers:
@@ -129,3 +160,32 @@ class RolloutEngine:
         for obs in observers:
             obs.finish(status, diverged_step)
         return RolloutResult(status.cpu(), diverged_step.cpu())
+
+
+ALWAYS_DEFINED = ("architecture",)
+"""Feature families defined for every operator: NaN there is a fault. Elsewhere NaN means undefined for the
+run (docs/features.md: C = 1, M = 1, too few samples, a series without fluctuation, ...), but ±inf is never
+a value of any feature."""
+
+
+def feature_faults(blocks: Mapping[str, np.ndarray], status: np.ndarray, operator_indices: Sequence[int]) -> np.ndarray:
+    """Mark ok operators whose features hold a value no feature can take (±inf anywhere, NaN in an
+    :data:`ALWAYS_DEFINED` family) as ``fault``, in place; logs one WARNING per operator. Returns [B] bool.
+
+    ``blocks``: family → values [B, D] or [B, T', D]. Diverged operators are left alone (their features
+    are NaN or cut at the divergence step by definition). The status step stays -1: no rollout step failed.
+    """
+    bad = np.zeros(len(status), dtype=bool)
+    where: dict[int, list[str]] = {}
+    for fam, values in blocks.items():
+        v = np.asarray(values).reshape(len(status), -1)
+        hit = np.isinf(v).any(axis=1) | (np.isnan(v).any(axis=1) if fam in ALWAYS_DEFINED else False)
+        hit &= status == STATUS_OK
+        for b in np.flatnonzero(hit):
+            where.setdefault(int(b), []).append(fam)
+        bad |= hit
+    status[bad] = STATUS_FAULT
+    for b, fams in sorted(where.items()):
+        _warn_fault(int(operator_indices[b]), "-", "feature",
+                    f"non-finite value in features/{', features/'.join(fams)}")
+    return bad

@@ -31,10 +31,11 @@ class Observer(Protocol):
     def observe(self, step: int, x: torch.Tensor, alive: torch.Tensor) -> None:
         """Called after every step t = 1..T with the state [B, M, C, H, W] and ``alive`` [B] bool.
 
-        Rows of operators that diverged (alive False) hold NaN from their divergence step on.
+        Rows of operators that diverged or faulted (alive False) hold NaN from that step on.
         """
         ...
 
     def finish(self, status: torch.Tensor, diverged_step: torch.Tensor) -> None:
-        """Called once at the end; ``status`` [B] int8 (0 ok, 1 diverged), ``diverged_step`` [B] int32 (-1)."""
+        """Called once at the end; ``status`` [B] int8 (0 ok, 1 diverged, 2 numerical fault: the IC or a noise
+        draw was non-finite), ``diverged_step`` [B] int32 (step of divergence or fault, 0 for the IC; -1)."""
         ...

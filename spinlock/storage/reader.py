@@ -12,7 +12,7 @@ import yaml
 
 from spinlock.errors import DataError
 from spinlock.features import census
-from spinlock.rollout.engine import STATUS_NAMES
+from spinlock.rollout.engine import STATUS_FAULT, STATUS_NAMES
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
 
@@ -78,7 +78,14 @@ def describe(path: str | Path) -> str:
         n = f["operators/index"].shape[0]
         lines.append(f"  operators: {n}")
         st = Counter(f["status"][()].tolist())
-        lines.append("  status: " + ", ".join(f"{STATUS_NAMES.get(k, k)} {v}" for k, v in sorted(st.items())))
+        faults = st.get(STATUS_FAULT, 0)
+        # every defined status is listed, zeros included, so "fault 0" is a visible all-clear
+        counts = [f"{name} {st.pop(code, 0)}" for code, name in sorted(STATUS_NAMES.items())]
+        counts += [f"undefined code {k}: {v}" for k, v in sorted(st.items())]
+        lines.append("  status: " + ", ".join(counts))
+        if faults:
+            lines.append("  WARNING: numerical faults (status 2: a non-finite value from the noise, the IC or a"
+                         " feature, not the dynamics) — a bug to report; see docs/dataset-format.md")
         codes, notes = read_census(f)
         lines.append("  census: " + census.format_counts(codes) + "".join(f"; {x}" for x in notes))
         names = [str(x) for x in f["parameters/values"].attrs["names"]]
