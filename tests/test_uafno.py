@@ -328,4 +328,4 @@ def test_run_shard_writes_a_conforming_shard_that_replays(tmp_path):
     assert check_file(shard_path(tmp_path, spec.shard_id)) == []
     merge_shards(cfg, tmp_path, None)
     cmp = compare_with_stored(tmp_path, replay_operator(tmp_path, 3))
-    assert cmp["ic_equal"] and cmp["status_equal"] and cmp["trajectory_equal"]
+    assert cmp.mode == "bit-exact" and cmp.ok, cmp
