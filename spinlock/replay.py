@@ -31,6 +31,7 @@ from spinlock.config.loading import config_from_dict
 from spinlock.config.models import RunConfig
 from spinlock.config.parameters import BooleanSpec, ChoiceSpec, IntegerSpec
 from spinlock.errors import DataError, SpinlockError
+from spinlock.rng import torch_generator
 from spinlock.storage.layout import DATASET_FILE, SHARDS_DIR, shard_name
 from spinlock.storage.zarrstore import open_trajectories
 
@@ -39,11 +40,28 @@ PARAM_RTOL = 1e-12
 IC_ATOL = 1e-4
 """Tolerance comparison: max |Δ| of the IC (unit-variance fields built in float32 on the device; CPU and
 CUDA FFTs differ by ~1e-6)."""
-STEP_RTOL = {"fp32": 1e-2, "fp16": 1e-2, "bf16": 5e-2}
-"""Tolerance comparison: max |Δ| / RMS of the first stored step after the IC, keyed by the coarser of the
-generating and replaying precisions (fp32 on CUDA may run convolutions in TF32, 2^-11 relative; bf16
-rounds to 2^-8 = 3.9e-3). A wrong operator, IC or noise gives an error of order 1."""
+STEP_RTOL = {"fp32": 1e-2, "fp16": 1e-2, "bf16": 4e-2}
+"""Tolerance comparison: relative RMS error RMS(Δ) / RMS(stored) of the first stored step after the IC,
+keyed by the coarser of the generating and replaying precisions. Measured with bench/replay_tolerance.py
+(docs/dataset-format.md): bf16 against fp32 reaches 0.028 at step 4 of the quickstarts, an operator with
+other weights is ≥ 0.063 off. fp16 and TF32 (which CUDA may use for fp32 convolutions) keep 3 more bits
+than bf16, so 1e-2 leaves them the same margin."""
+UNIT_ROUNDOFF = {"fp32": 2.0**-11, "fp16": 2.0**-11, "bf16": 2.0**-8}
+"""Relative IC perturbation of the spread run, keyed like STEP_RTOL (fp32: TF32, which CUDA may use)."""
+SPREAD_FACTOR = 3.0
+"""The step tolerance is raised to SPREAD_FACTOR × this operator's spread where that is larger: rounding
+differences grow along sensitive rollouts, which a fixed tolerance would call a mismatch (at step 10 of
+the quickstart, bf16 exceeds 0.04 on 10% of the operators; with the spread, on 1 of 61)."""
 _COARSER = ("fp32", "fp16", "bf16")
+
+
+def coarser(a: str, b: str) -> str:
+    return max(a, b, key=_COARSER.index)
+
+
+def bit_exact(gen: Generation, device: str, precision: str) -> bool:
+    """Whether a replay on ``device`` in ``precision`` must equal generation bit for bit (CPU, one precision)."""
+    return gen.device == "cpu" and device == "cpu" and gen.precision == precision
 
 
 def resolve_dataset(path: str | Path) -> Path:
@@ -137,6 +155,7 @@ class Replay:
     device: str  # where the replay ran
     precision: str  # the precision it ran in
     generation: Generation
+    spread: np.ndarray | None = None  # [M, T+1, C, H, W]: the run from a perturbed IC (tolerance comparisons)
 
 
 def _replay_device(kind: str, gen: Generation) -> torch.device:
@@ -181,8 +200,17 @@ def replay_operator(path: str | Path, index: int, device: str = "auto") -> Repla
     rec = _Recorder(row)
     engine.run(ic, [rec])
     traj = torch.stack(rec.states, dim=1).numpy()
+    spread = None
+    if not bit_exact(gen, dev.type, precision):  # how far rounding-sized differences grow on this operator
+        g = torch_generator(cfg.seed, "replay-spread", index)
+        eps = UNIT_ROUNDOFF[coarser(gen.precision, precision)]
+        ic2 = ic * (1 + eps * torch.randn(ic.shape, generator=g).to(ic.device))
+        _, _, _, engine2 = build_batch(run_cfg, sampled, slice(0, b1 - b0), dev)
+        rec2 = _Recorder(row)
+        engine2.run(ic2, [rec2])
+        spread = torch.stack(rec2.states, dim=1).numpy()
     return Replay(index, traj, ic[row].cpu().numpy(), rec.status, sampled.unit[row], sampled.values[row],
-                  sampled.names, dev.type, precision, gen)
+                  sampled.names, dev.type, precision, gen, spread)
 
 
 @dataclass(frozen=True)
@@ -243,16 +271,19 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(d.max()) if d.size else 0.0
 
 
-def _step_error(stored: np.ndarray, mine: np.ndarray) -> float:
-    """max |Δ| / RMS(stored) of one stored step; inf when the non-finite entries differ."""
+def step_error(stored: np.ndarray, mine: np.ndarray) -> float:
+    """RMS(Δ) / RMS(stored) of one stored step (all realizations); inf when the non-finite entries differ.
+
+    The RMS, not the max: one grid point amplifies rounding more than the field does (bf16 max|Δ|/RMS
+    reaches 0.27 where the RMS ratio stays below 0.03)."""
     fs, fm = np.isfinite(stored), np.isfinite(mine)
     if not np.array_equal(fs, fm):
         return float("inf")
     if not fs.any():
         return 0.0
-    s = stored[fs].astype(np.float64)
+    s, m = stored[fs].astype(np.float64), mine[fm].astype(np.float64)
     rms = float(np.sqrt(np.mean(s * s)))
-    return _max_abs(stored[fs], mine[fm]) / (rms if rms > 0 else 1.0)
+    return float(np.sqrt(np.mean((s - m) ** 2))) / (rms if rms > 0 else 1.0)
 
 
 def compare_with_stored(path: str | Path, rep: Replay) -> Comparison:
@@ -260,13 +291,14 @@ def compare_with_stored(path: str | Path, rep: Replay) -> Comparison:
     p = resolve_dataset(path)
     cfg = config_of(p)
     gen = rep.generation
-    exact = gen.device == "cpu" and rep.device == "cpu" and gen.precision == rep.precision
+    exact = bit_exact(gen, rep.device, rep.precision)
     made = f"generated on {gen.device or 'an unrecorded device'} in {gen.precision} ({gen.source})," \
            f" replayed on {rep.device} in {rep.precision}"
-    coarse = max(gen.precision, rep.precision, key=_COARSER.index)
+    coarse = coarser(gen.precision, rep.precision)
     rtol = STEP_RTOL[coarse]
     cmp = Comparison("bit-exact", made) if exact else Comparison(
-        "tolerance", f"{made}: IC max|Δ| ≤ {IC_ATOL:g}, first stored step max|Δ|/RMS ≤ {rtol:g} ({coarse})")
+        "tolerance", f"{made}: IC max|Δ| ≤ {IC_ATOL:g}, first stored step RMS(Δ)/RMS ≤ {rtol:g} ({coarse}) or"
+                     f" {SPREAD_FACTOR:g} × the operator's spread, whichever is larger")
     with h5py.File(p, "r") as f:
         idx = f["operators/index"][()]
         rows = np.flatnonzero(idx == rep.index)
@@ -303,11 +335,14 @@ def compare_with_stored(path: str | Path, rep: Replay) -> Comparison:
                     f"differs: max|Δ| {_max_abs(stored, mine):.3g} over {Ts} stored steps"
                 cmp.checks.append(Check("trajectory", bitwise, detail))
             elif Ts > 1:
-                errs = [_step_error(stored[:, s], mine[:, s]) for s in range(1, Ts)]
-                ok = errs[0] <= rtol
-                beyond = [s for s, e in zip(range(1, Ts), errs, strict=True) if e > rtol]
-                detail = (f"step {stride}: max|Δ|/RMS {errs[0]:.3g} {'≤' if ok else '>'} {rtol:g}; over all {Ts}"
-                          f" stored steps max {max(errs):.3g}"
+                errs = [step_error(stored[:, s], mine[:, s]) for s in range(1, Ts)]
+                spread = step_error(mine[:, 1], rep.spread[:, stride]) if rep.spread is not None else 0.0
+                tol = max(rtol, SPREAD_FACTOR * spread)
+                ok = errs[0] <= tol
+                beyond = [s for s, e in zip(range(1, Ts), errs, strict=True) if e > tol]
+                detail = (f"step {stride}: RMS(Δ)/RMS {errs[0]:.3g} {'≤' if ok else '>'} {tol:.3g}"
+                          f" (spread: an IC perturbed by {UNIT_ROUNDOFF[coarse]:.3g} relative moves {spread:.3g});"
+                          f" over all {Ts} stored steps max {max(errs):.3g}"
                           + (f", above the tolerance from step {beyond[0] * stride}" if beyond else "")
                           + f"; bit-identical: {'yes' if bitwise else 'no'}")
                 cmp.checks.append(Check("trajectory", ok, detail))
