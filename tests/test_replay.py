@@ -8,12 +8,13 @@ import shutil
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from conftest import tiny_config
 
 from spinlock.cli.main import main
 from spinlock.generate import pending_shards, prepare_output, run_shard
-from spinlock.replay import STEP_RTOL, generation_of
+from spinlock.replay import STEP_RTOL, compare_with_stored, generation_of, replay_operator
 from spinlock.storage.checker import check_file
 from spinlock.storage.layout import shard_path
 from spinlock.storage.merge import merge_shards
@@ -188,3 +189,22 @@ def test_a_format_1_0_dataset_replays_with_what_its_config_tells(copy, capsys):
     assert ("comparison: tolerance — generated on an unrecorded device in fp32 (dataset.h5 predates the"
             " device/precision attrs (format 1.0): inferred from its config), replayed on cpu in fp32") in out
     assert "bit-identical: yes" in out
+
+
+def test_the_tolerance_grows_with_the_operators_own_spread(copy):
+    """A sensitive operator (rounding-sized IC changes grow to 10% by the first stored step) is held to
+    3 × 0.1, not to the fixed 0.04: a 17% difference passes, and fails without the spread."""
+    fabricate_generation(copy, "cuda", "bf16")
+    scale_first_stored_step(copy, 0.2)
+    rep = replay_operator(copy, OP, "cpu")
+    assert compare_with_stored(copy, rep).mode == "tolerance"  # makes the spread run
+    assert rep.spread is not None and rep.spread.shape == rep.trajectory.shape
+    assert not np.array_equal(rep.spread, rep.trajectory)
+    rep.spread = rep.trajectory.copy()
+    rep.spread[:, 2] *= 1.1  # stride 2: stored step 1 is step 2
+    cmp = compare_with_stored(copy, rep)
+    assert cmp.mode == "tolerance" and cmp.ok, cmp
+    assert cmp.check("trajectory").detail.startswith(
+        "step 2: RMS(Δ)/RMS 0.167 ≤ 0.3 (spread: an IC perturbed by 0.00391 relative moves 0.1)")
+    rep.spread = rep.trajectory  # an insensitive operator: the fixed tolerance
+    assert not compare_with_stored(copy, rep).ok
