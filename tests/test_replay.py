@@ -133,10 +133,13 @@ def test_replay_names_each_tampered_parameter_with_stored_and_rebuilt_values(cop
 
 
 def fabricate_generation(path: Path, device: str, precision: str) -> None:
-    """Set the generating device/precision attrs of dataset.h5 and every shard, as another machine would."""
+    """Set the generating device/precision (attrs and simulation.precision of the stored config) of
+    dataset.h5 and every shard, as a run on another machine would have written them."""
     for p in [path / "dataset.h5", *sorted((path / "shards").glob("*.h5"))]:
         with h5py.File(p, "a") as f:
             f.attrs["device"], f.attrs["precision"] = device, precision
+            assert "precision: fp32" in f.attrs["config"]
+            f.attrs["config"] = f.attrs["config"].replace("precision: fp32", f"precision: {precision}")
 
 
 def scale_first_stored_step(path: Path, rel: float) -> None:
