@@ -13,6 +13,7 @@ import pytest
 from conftest import tiny_config
 
 from spinlock.cli.main import main
+from spinlock.errors import SpinlockError
 from spinlock.generate import pending_shards, prepare_output, run_shard
 from spinlock.replay import STEP_RTOL, compare_with_stored, generation_of, replay_operator
 from spinlock.storage.checker import check_file
@@ -142,6 +143,18 @@ def fabricate_generation(path: Path, device: str, precision: str) -> None:
             f.attrs["config"] = f.attrs["config"].replace("precision: fp32", f"precision: {precision}")
 
 
+@pytest.fixture
+def fp32_only(monkeypatch):
+    """This machine runs fp32 only (as CPUs did before CPU bf16 autocast): replay falls back to fp32."""
+    import spinlock.generate
+
+    def check_runnable(cfg, device=None):
+        if cfg.simulation.precision != "fp32":
+            raise SpinlockError(f"simulation.precision: {cfg.simulation.precision!r} not runnable here")
+
+    monkeypatch.setattr(spinlock.generate, "check_runnable", check_runnable)
+
+
 def scale_first_stored_step(path: Path, rel: float) -> None:
     """Scale operator OP's first stored step after the IC by 1 + rel: RMS(Δ)/RMS(stored) = rel / (1 + rel)."""
     with h5py.File(shard_path(path, 1), "a") as f:
@@ -151,14 +164,14 @@ def scale_first_stored_step(path: Path, rel: float) -> None:
         t[OP - 4] = x
 
 
-def test_replay_of_a_bf16_cuda_dataset_compares_within_the_stated_tolerance(copy, capsys):
+def test_replay_of_a_bf16_cuda_dataset_compares_within_the_stated_tolerance(copy, capsys, fp32_only):
     fabricate_generation(copy, "cuda", "bf16")
     scale_first_stored_step(copy, 0.02)  # a bf16-sized difference: bit-exact would call it a mismatch
     rc, out = replay_cli(copy, capsys, "--device", "cpu")
     assert rc == 0, out
     assert STEP_RTOL["bf16"] == 0.04
     assert ("comparison: tolerance — generated on cuda in bf16 (root attrs of dataset.h5), replayed on cpu in"
-            in out)
+            " fp32: ") in out
     assert ("IC max|Δ| ≤ 0.0001, first stored step RMS(Δ)/RMS ≤ 0.04 (bf16) or 3 × the operator's spread,"
             " whichever is larger") in out
     m = re.search(r"  trajectory: ok — step 2: RMS\(Δ\)/RMS ([0-9.e-]+) ≤ 0.04 \(spread: an IC perturbed by 0.00391"
@@ -194,7 +207,7 @@ def test_a_format_1_0_dataset_replays_with_what_its_config_tells(copy, capsys):
     assert "bit-identical: yes" in out
 
 
-def test_the_tolerance_grows_with_the_operators_own_spread(copy):
+def test_the_tolerance_grows_with_the_operators_own_spread(copy, fp32_only):
     """A sensitive operator (rounding-sized IC changes grow to 10% by the first stored step) is held to
     3 × 0.1, not to the fixed 0.04: a 17% difference passes, and fails without the spread."""
     fabricate_generation(copy, "cuda", "bf16")
