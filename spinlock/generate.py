@@ -137,7 +137,7 @@ def run_shard(
 
         zarr_writer = ZarrTrajectoryWriter(cfg, root or out_dir, spec.start, spec.stop)
     writer = ShardWriter(path, cfg, spec.shard_id, sampled.index, sampled.names, choices_json(cfg),
-                         feature_names(cfg), feature_steps(cfg), trajectories=zarr_writer)
+                         feature_names(cfg), feature_steps(cfg), trajectories=zarr_writer, device=device.type)
     diverged = faults = 0
     try:
         for b0, b1 in batch_bounds(cfg, spec):

@@ -97,7 +97,7 @@ def test_replay_is_bit_identical(run_a, index):
     _, out, _ = run_a
     rep = replay_operator(out, index)
     cmp = compare_with_stored(out, rep)
-    assert cmp["ic_equal"] and cmp["status_equal"] and cmp["trajectory_equal"]
+    assert cmp.mode == "bit-exact" and cmp.ok, cmp
     assert rep.trajectory.shape == (2, 9, 3, 16, 16)
 
 

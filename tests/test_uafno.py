@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,9 +14,10 @@ from spinlock.config import config_from_dict, load_config
 from spinlock.config.loading import ConfigError
 from spinlock.generate import plan_shards, prepare_output, run_shard
 from spinlock.operators.registry import DERIVED_KEYS, get_family
-from spinlock.operators.uafno import conv_receptive_field, modrelu, soft_threshold
+from spinlock.operators.uafno import conv_receptive_field, max_modes, modrelu, soft_threshold
 from spinlock.replay import compare_with_stored, replay_operator
 from spinlock.rollout.engine import RolloutEngine, RolloutResult
+from spinlock.sampling.space import sample
 from spinlock.storage.checker import check_file
 from spinlock.storage.layout import shard_path
 from spinlock.storage.merge import merge_shards
@@ -105,6 +107,72 @@ def test_grid_not_divisible_by_two_to_the_levels_is_refused():
         g.forward(field(1, 1, 3, 12, 12))
 
 
+# --- modes: every sampled value is in effect and stored as used --------------------------------------
+
+
+def quickstart_modes(**overrides):
+    """The quickstart-uafno space at grid 32 (levels 1-3: bottlenecks 16, 8, 4) with every row sampled."""
+    cfg = tiny_uafno(**{"simulation.grid": 32, "simulation.num_operators": 256, **overrides})
+    s = sample(cfg, range(cfg.simulation.num_operators))
+    names = list(s.names)
+    return cfg, s, s.values[:, names.index("levels")].astype(int), s.values[:, names.index("modes")].astype(int)
+
+
+def test_stored_modes_fit_the_bottleneck_and_cover_every_fitting_value():
+    """modes 1-6 at levels 3 (n_b = 4): only 1 and 2 take effect, so only they are drawn and stored."""
+    cfg, s, lv, modes = quickstart_modes()
+    assert sorted(set(lv.tolist())) == [1, 2, 3]
+    for level in (1, 2, 3):
+        cap = min(6, max_modes(32, level))
+        got = modes[lv == level]
+        assert sorted(set(got.tolist())) == list(range(1, cap + 1))
+        # equal mass on the fitting values (Sobol: near-exact strata, so a tight bound)
+        counts = np.bincount(got, minlength=cap + 1)[1:]
+        assert counts.max() - counts.min() <= max(2, 0.15 * counts.mean())
+    # levels whose bottleneck holds every configured value keep the plain mapping of the unit value
+    j = list(s.names).index("modes")
+    plain = cfg.parameters["modes"].map(s.unit[:, j])
+    assert np.array_equal(s.values[lv == 1, j], plain[lv == 1])
+
+
+def test_every_sampled_modes_value_gives_a_distinct_operator():
+    """Operators that differ only in a sampled modes value never coincide (clipping made 2..6 identical)."""
+    _, _, lv, modes = quickstart_modes()
+    x = field(1, 1, 3, 32, 32, seed=9)
+    for level in (1, 2, 3):
+        outs = {m: group([dict(BASE, levels=level, modes=m, blocks=2)], [7]).forward(x)
+                for m in sorted(set(modes[lv == level].tolist()))}
+        vals = list(outs.values())
+        assert all(not torch.equal(a, b) for i, a in enumerate(vals) for b in vals[i + 1:]), level
+
+
+def test_modes_beyond_the_bottleneck_are_refused_not_clipped():
+    g = group([dict(BASE, levels=3, modes=3)])
+    with pytest.raises(ValueError, match=r"modes=3 exceeds n_b/2 = 2 of this U-AFNO's 4×4 bottleneck \(levels=3\)"):
+        g.forward(field(1, 1, 3, 32, 32))
+
+
+def test_choice_modes_are_drawn_among_the_fitting_choices():
+    choice = "{type: choice, values: [8, 1, 4, 2], weights: [1, 1, 1, 2]}"
+    cfg, s, lv, idx = quickstart_modes(**{"parameters.modes": choice})
+    chosen = np.asarray([8, 1, 4, 2])[idx]
+    for level in (1, 2, 3):
+        assert (chosen[lv == level] <= max_modes(32, level)).all()
+    assert sorted(set(chosen[lv == 3].tolist())) == [1, 2]
+    assert sorted(set(chosen[lv == 1].tolist())) == [1, 2, 4, 8]
+    # weights renormalized over what fits: at levels 3, value 2 has weight 2 of 3
+    frac = float(np.mean(chosen[lv == 3] == 2))
+    assert abs(frac - 2 / 3) < 0.08
+
+
+def test_a_modes_range_that_fits_no_bottleneck_of_a_level_is_refused():
+    with pytest.raises(ConfigError, match=r"parameters.modes: no value of \[3, 6\] fits levels=3 on simulation.grid=32:"
+                                          r" the bottleneck is 4×4, so modes ≤ 2"):
+        tiny_uafno(**{"simulation.grid": 32, "parameters.modes.low": 3})
+    with pytest.raises(ConfigError, match=r"no value of \[1, 6\] fits levels=3 on simulation.grid=8"):
+        tiny_uafno(**{"simulation.grid": 8})
+
+
 # --- keyed weights and grouped execution -------------------------------------------------------------
 
 
@@ -132,7 +200,7 @@ def test_group_equals_each_operator_alone():
         dict(BASE, levels=2, blocks=2, activation="relu", modes=3, sparsity=0.005, weight_scale=0.7),
     ]
     assert len({FAM.group_key(r) for r in recs}) == 1
-    x = field(3, 2, 3, 16, 16)
+    x = field(3, 2, 3, 32, 32)  # 8×8 bottleneck: modes up to 4
     together = group(recs, [10, 11, 12]).forward(x)
     assert together.shape == x.shape
     for i, rec in enumerate(recs):
@@ -165,7 +233,7 @@ def test_every_parameter_changes_the_trajectory(name):
 
 @pytest.mark.parametrize("levels", [1, 2])
 def test_commutes_with_circular_shifts_by_multiples_of_two_to_the_levels(levels):
-    rec = dict(BASE, levels=levels, modes=8, sparsity=0.01, activation="gelu", blocks=2)
+    rec = dict(BASE, levels=levels, modes=max_modes(16, levels), sparsity=0.01, activation="gelu", blocks=2)
     g = group([rec])
     x = field(1, 2, 3, 16, 16, seed=3)
     fx = g.forward(x)
@@ -192,7 +260,7 @@ def test_complex_nonlinearities_keep_the_phase():
 
 def test_huge_sparsity_removes_the_spectral_branch():
     """λ above every coefficient: the bottleneck is the identity, the operator is the plain U-Net."""
-    rec = dict(BASE, levels=2, modes=8, sparsity=1e6)
+    rec = dict(BASE, levels=2, modes=2, sparsity=1e6)
     g = group([rec])
     h = field(2, g.ch[-1], 4, 4)
     assert torch.equal(g.spectral(h), torch.zeros_like(h))
@@ -260,4 +328,4 @@ def test_run_shard_writes_a_conforming_shard_that_replays(tmp_path):
     assert check_file(shard_path(tmp_path, spec.shard_id)) == []
     merge_shards(cfg, tmp_path, None)
     cmp = compare_with_stored(tmp_path, replay_operator(tmp_path, 3))
-    assert cmp["ic_equal"] and cmp["status_equal"] and cmp["trajectory_equal"]
+    assert cmp.mode == "bit-exact" and cmp.ok, cmp

@@ -95,6 +95,14 @@ class OperatorFamily(ABC):
     def validate_simulation(self, space: dict[str, ParameterSpec], grid: int, channels: int) -> None:  # noqa: B027
         """Checks that need the simulation shape (e.g. grid divisibility); default: none."""
 
+    def map_dependent(self, space: dict[str, ParameterSpec], unit: np.ndarray, values: np.ndarray, grid: int) -> None:  # noqa: B027
+        """Re-map, in place, parameters whose usable values depend on other sampled ones or the grid.
+
+        ``unit``/``values``: [n, P] in ``space`` order (choices as index), as ``ParameterSpec.map`` made
+        them; the family maps such a parameter's unit coordinate onto the values that take effect, so
+        no sampled value is inert and the stored value is the one in use. Default: none.
+        """
+
     @staticmethod
     def decode(space: dict[str, ParameterSpec], row: np.ndarray) -> dict[str, Any]:
         """One mapped row [P] (choices as index) → typed record {name: value}."""

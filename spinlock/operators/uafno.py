@@ -7,7 +7,7 @@ Architecture of one operator (C input/output channels, L = ``levels``, c_l = min
   pool, so the bottleneck grid has n_b = H / 2^L points per side;
 * bottleneck (AFNO, Guibas et al. 2021): z = rfft2(h) with ``norm="forward"`` (Fourier-series
   coefficients, so thresholds are in field units whatever the grid); on the retained frequencies
-  |k_y| ≤ m, k_x ≤ m (m = ``modes`` clipped to n_b/2) a block-diagonal complex 2-layer MLP with
+  |k_y| ≤ m, k_x ≤ m (m = ``modes`` ≤ n_b/2) a block-diagonal complex 2-layer MLP with
   ``blocks`` blocks of size c_L/blocks, weights shared across frequencies; complex soft-thresholding
   with λ = ``sparsity``; all other frequencies are zero; h ← h + irfft2(·);
 * decoder stage l = L-1..0: nearest 2× upsample, concatenate skip l, circular 3×3 conv 2c_{l+1} → c_l,
@@ -33,6 +33,12 @@ group computes the spectrum up to its largest m and zeroes each operator's frequ
 
 The grid must be divisible by 2^levels for every ``levels`` the space can draw; the config is refused
 otherwise (:meth:`UAFNOFamily.validate_simulation`), and :meth:`UAFNOGroup.forward` re-checks.
+
+``modes`` above n_b/2 would retain nothing more (every frequency of the bottleneck is already kept), so
+such a value would be inert and the stored parameter would not be the one in effect. The sampler
+therefore draws ``modes`` only among the configured values that fit the operator's bottleneck
+(:meth:`UAFNOFamily.map_dependent`): every drawn value changes the operator and is stored as used. The
+group refuses a record whose ``modes`` exceeds n_b/2 rather than clipping it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from collections.abc import Callable, Sequence
 from itertools import product
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -196,11 +203,16 @@ class UAFNOGroup(BatchedGroup):
         """Per bottleneck size n (cached): retained rows, columns kept (m+1), per-operator frequency mask
         [1, G, 1, 1, Ky, Kx] and the index of -k_y (for the Hermitian part)."""
         if n not in self._layouts:
-            m = min(self.max_modes, n // 2)
+            if self.max_modes > n // 2:
+                raise ValueError(
+                    f"modes={self.max_modes} exceeds n_b/2 = {n // 2} of this U-AFNO's {n}×{n} bottleneck"
+                    f" (levels={self.levels}): it would keep no more frequencies than modes={n // 2}"
+                )
+            m = self.max_modes
             rows = torch.unique(torch.arange(-m, m + 1, device=device) % n)  # k_y with |k_y| ≤ m
             ky = torch.where(rows > n // 2, rows - n, rows).abs().view(1, -1, 1)
             kx = torch.arange(m + 1, device=device).view(1, 1, -1)
-            mine = self.modes.clamp(max=n // 2).view(-1, 1, 1)
+            mine = self.modes.view(-1, 1, 1)
             keep = ((ky <= mine) & (kx <= mine)).view(1, self.G, 1, 1, len(rows), m + 1)
             neg = (-torch.arange(n, device=device)) % n
             self._layouts[n] = (rows, m + 1, keep, neg)
@@ -252,6 +264,15 @@ class UAFNOGroup(BatchedGroup):
         return h.view(M, G, C, H, W).transpose(0, 1)
 
 
+def max_modes(grid: int, levels: int) -> int:
+    """Largest effective ``modes`` of a U-AFNO with ``levels`` on ``grid``: n_b/2, n_b = grid / 2^levels."""
+    return grid // 2**levels // 2
+
+
+def _describe(spec: ParameterSpec) -> str:
+    return f"[{spec.low}, {spec.high}]" if isinstance(spec, IntegerSpec) else str(list(spec.values))
+
+
 def _integer_values(name: str, spec: ParameterSpec) -> list[int]:
     """Every value an INTEGRAL spec can produce (for cross-parameter checks)."""
     vals = list(range(spec.low, spec.high + 1)) if isinstance(spec, IntegerSpec) else list(spec.values)
@@ -266,7 +287,8 @@ class UAFNOFamily(OperatorFamily):
     rules = {
         "levels": ParamRule(INTEGRAL, low=1, high=3, doc="U-Net levels (grid must be divisible by 2^levels)"),
         "width": ParamRule(INTEGRAL, low=1, high=128, doc="channels after the lift (doubled per level, cap 256)"),
-        "modes": ParamRule(INTEGRAL, low=1, high=512, doc="retained |k| per axis in the bottleneck (clipped)"),
+        "modes": ParamRule(INTEGRAL, low=1, high=512,
+                           doc="retained |k| per axis in the bottleneck; drawn among the values ≤ n_b/2"),
         "blocks": ParamRule(INTEGRAL, low=1, high=256, doc="AFNO block-diagonal blocks (divide c_L)"),
         "sparsity": ParamRule(NUMERIC, low=0.0, high=100.0, doc="soft-threshold λ on Fourier coefficients"),
         "activation": ParamRule(CATEGORICAL, allowed=list(ACTIVATIONS), doc="encoder/decoder activation"),
@@ -289,12 +311,55 @@ class UAFNOFamily(OperatorFamily):
         }
 
     def validate_simulation(self, space: dict[str, ParameterSpec], grid: int, channels: int) -> None:
-        deepest = max(_integer_values("levels", space["levels"]))
+        """Grid divisible by 2^levels, and for every reachable ``levels`` some ``modes`` value that fits."""
+        levels = _integer_values("levels", space["levels"])
+        deepest = max(levels)
         if grid % (2**deepest):
             raise ValueError(
                 f"simulation.grid={grid} is not divisible by 2**levels={2**deepest} (parameters.levels can be"
                 f" {deepest}); use a grid that is a multiple of {2**deepest} or lower parameters.levels"
             )
+        mspec = space["modes"]
+        modes = _integer_values("modes", mspec)
+        if isinstance(mspec, ChoiceSpec):  # a value of weight 0 is never drawn
+            modes = [v for v, p in zip(modes, mspec.probabilities(), strict=True) if p > 0]
+        for lv in sorted(set(levels)):
+            cap = max_modes(grid, lv)
+            if min(modes) > cap:
+                raise ValueError(
+                    f"parameters.modes: no value of {_describe(space['modes'])} fits levels={lv} on"
+                    f" simulation.grid={grid}: the bottleneck is {grid // 2**lv}×{grid // 2**lv}, so modes"
+                    f" ≤ {cap}; allow smaller modes, a larger grid or fewer levels"
+                )
+
+    def map_dependent(self, space: dict[str, ParameterSpec], unit: np.ndarray, values: np.ndarray, grid: int) -> None:
+        """Draw ``modes`` among the configured values ≤ n_b/2 of each row's ``levels`` (same weights).
+
+        Rows whose bottleneck holds every configured value keep ``spec.map(u)`` unchanged; others map u
+        onto the fitting values only (a fixed ``modes`` fits every level: see ``validate_simulation``).
+        """
+        names = list(space)
+        jm, jl = names.index("modes"), names.index("levels")
+        spec, lspec = space["modes"], space["levels"]
+        if spec.is_fixed:
+            return
+        options = _integer_values("modes", spec)
+        lv = values[:, jl].astype(int)
+        if isinstance(lspec, ChoiceSpec):
+            lv = np.asarray(lspec.values, dtype=int)[lv]
+        for level in np.unique(lv):
+            cap = max_modes(grid, int(level))
+            if max(options) <= cap:
+                continue
+            rows = lv == level
+            u = unit[rows, jm]
+            if isinstance(spec, IntegerSpec):
+                values[rows, jm] = IntegerSpec(type="integer", low=spec.low, high=cap).map(u)
+            else:
+                keep = [i for i, v in enumerate(options) if v <= cap]
+                w = spec.probabilities()[keep]
+                sub = ChoiceSpec(type="choice", values=keep, weights=w.tolist()).map(u).astype(int)
+                values[rows, jm] = np.asarray(keep, dtype=float)[sub]
 
     def validate_space(self, space: dict[str, ParameterSpec]) -> None:
         """Per-parameter rules, then: every (width, levels, blocks) the space can draw has blocks | c_L."""

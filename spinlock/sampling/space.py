@@ -2,7 +2,8 @@
 
 Dimension order: the non-fixed parameters in config order, then (when the IC mix has more than one
 entry) one dimension choosing the IC entry by weight. Fixed parameters consume no dimension; their
-``unit`` column is NaN.
+``unit`` column is NaN. A family may re-map parameters whose usable values depend on other ones
+(``OperatorFamily.map_dependent``: U-AFNO ``modes`` on ``levels``), so every stored value is in effect.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from spinlock.config.models import RunConfig
 from spinlock.config.parameters import ChoiceSpec
+from spinlock.operators.registry import get_family
 from spinlock.sampling.sobol import sobol_points
 
 
@@ -65,6 +67,7 @@ def sample(cfg: RunConfig, indices: np.ndarray | range) -> SampledSet:
             u = pts[:, free.index(name)]
             unit[:, j] = u
             values[:, j] = spec.map(u)
+    get_family(cfg.operators.family).map_dependent(cfg.parameters, unit, values, cfg.simulation.grid)
     if ic_dim:
         probs = ChoiceSpec(type="choice", values=list(range(len(cfg.initial_conditions.mix))),
                            weights=cfg.initial_conditions.probabilities())

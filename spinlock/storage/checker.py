@@ -41,7 +41,33 @@ SPEC: list[tuple[str, tuple[str, ...], str, tuple[str, ...], bool]] = [
     ("tokens", ("N", "Pt"), "int32", ("names", "stream", "level", "codebook_size"), True),
 ]
 ROOT_ATTRS = ("format_version", "spinlock_version", "seed", "config", "config_hash")
+GENERATION_ATTRS = ("device", "precision")  # required from format 1.1 on
+DEVICES = ("cpu", "cuda")
 VALID_STATUS = (0, 1, 2)
+
+
+def format_tuple(version: object) -> tuple[int, ...]:
+    """``"1.1"`` → (1, 1), for comparing format versions."""
+    return tuple(int(x) for x in str(version).split("."))
+
+
+def _check_generation(attrs: h5py.AttributeManager, cfg) -> list[str]:
+    """Root attrs ``device`` and ``precision`` (format ≥ 1.1; 1.0 files predate them and are accepted)."""
+    if format_tuple(attrs["format_version"]) < (1, 1):
+        return []
+    missing = [a for a in GENERATION_ATTRS if a not in attrs]
+    if missing:
+        return [f"missing root attribute {a!r} (recorded since format 1.1)" for a in missing]
+    problems = []
+    device, shard = str(attrs["device"]), "shard_id" in attrs
+    parts = device.split("+")
+    if any(p not in DEVICES for p in parts) or parts != sorted(set(parts)) or (shard and len(parts) > 1):
+        want = "cpu or cuda" if shard else "cpu, cuda or cpu+cuda (shards on both)"
+        problems.append(f"attrs/device is {device!r}, expected {want}")
+    if attrs["precision"] != cfg.simulation.precision:
+        problems.append(f"attrs/precision is {attrs['precision']!r} but attrs/config has simulation.precision"
+                        f" {cfg.simulation.precision!r}")
+    return problems
 
 
 def _dtype_ok(ds: h5py.Dataset, want: str) -> bool:
@@ -93,6 +119,10 @@ def check_file(path: str | Path) -> list[str]:
             return [f"attrs/config does not validate: {e}"]
         if f.attrs["config_hash"] != config_hash(cfg):
             problems.append("attrs/config_hash does not match attrs/config")
+        try:
+            problems += _check_generation(f.attrs, cfg)
+        except ValueError:
+            problems.append(f"attrs/format_version {f.attrs['format_version']!r} is not a version number")
         if "operators/index" not in f:
             return [*problems, "missing dataset 'operators/index'"]
         sim = cfg.simulation

@@ -29,6 +29,12 @@ from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard
 PROVENANCE_ATTRS = ("format_version", "spinlock_version", "seed", "config", "config_hash")
 
 
+def merged_device(devices: set[str]) -> str:
+    """dataset.h5's ``device``: the shards' common device type, or their sorted set joined by '+'
+    (``cpu+cuda``) when a run was resumed or distributed over machines of different kinds."""
+    return "+".join(sorted(devices))
+
+
 def _datasets(f: h5py.File) -> list[str]:
     out: list[str] = []
     f.visititems(lambda name, obj: out.append(name) if isinstance(obj, h5py.Dataset) else None)
@@ -129,6 +135,10 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
             g.attrs[k] = f0.attrs[k]
         if f0.attrs["config_hash"] != config_hash(cfg):
             raise DataError(f"merge: {first} was written by a different config")
+        if "precision" in f0.attrs:  # one config hash: every shard ran in this precision
+            g.attrs["precision"] = f0.attrs["precision"]
+        if None not in (devices := {i.device for i in infos}):  # shards may have run on different devices
+            g.attrs["device"] = merged_device(devices)
         g.attrs["num_shards"] = len(specs)
         g.attrs["merge"] = mode
         if "trajectories_store" in f0.attrs:  # Zarr trajectories: record where, refuse missing chunks

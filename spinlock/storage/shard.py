@@ -43,9 +43,14 @@ class ShardWriter:
         feature_names: dict[str, tuple[str, ...]],
         temporal_steps: list[int],
         trajectories: ZarrTrajectoryWriter | None = None,
+        *,
+        device: str,
     ):
         """``trajectories``: with ``storage.trajectories.format: zarr``, the writer of this shard's rows of
-        the Zarr array; the file then records its location instead of holding /trajectories."""
+        the Zarr array; the file then records its location instead of holding /trajectories.
+
+        ``device``: the device type the rollouts run on (``cpu``/``cuda``), recorded with the precision
+        in the root attrs so that replay knows whether a bit-exact comparison is possible."""
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +67,7 @@ class ShardWriter:
             format_version=FORMAT_VERSION, spinlock_version=__version__, seed=cfg.seed,
             config=dump_config(cfg), config_hash=config_hash(cfg), shard_id=shard_id,
             operator_start=int(indices[0]) if n else 0, operator_stop=int(indices[-1]) + 1 if n else 0,
-            complete=False,
+            complete=False, device=device, precision=sim.precision,
         )
         comp = compression_kwargs(st.codec, st.level)
         f.create_dataset("operators/index", data=np.asarray(indices, np.int64))
@@ -157,6 +162,7 @@ class ShardInfo:
     index: np.ndarray  # operators/index as stored
     labels: dict[str, np.ndarray]  # STRING_DATASETS -> object arrays of bytes (empty if not read)
     stat: tuple[int, int, int]
+    device: str | None = None  # root attr ``device``; None in files written before it was recorded
 
     @property
     def rows(self) -> int:
@@ -236,11 +242,12 @@ def inspect_shard(path: Path, cfg_hash: str, labels: bool = True) -> ShardInfo |
                 return f"corrupt: {key} has shape {d.shape}, expected ({n},)"
             if labels:
                 strings[key] = _read_all(d, np.dtype(object), _STR_TYPE)
+        device = _read_attr(fid, b"device", STR, _STR_TYPE)
     except (OSError, KeyError, ValueError, TypeError) as e:
         return f"corrupt: {e}"
     finally:
         fid.close()
-    return ShardInfo(path, index, strings, (st.st_ino, st.st_size, st.st_mtime_ns))
+    return ShardInfo(path, index, strings, (st.st_ino, st.st_size, st.st_mtime_ns), device)
 
 
 def shard_state(path: Path, cfg: RunConfig) -> str:
