@@ -28,7 +28,7 @@ class ScaledLive:
     def __init__(self, gain: float):
         self.gain = gain
 
-    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, step: int, exact: bool = False) -> torch.Tensor:
         return self.gain * x
 
     def advance(self, x: torch.Tensor, step: int) -> torch.Tensor:  # pragma: no cover - protocol only
@@ -65,7 +65,7 @@ def _drive(cfg, states, live=None, dead_from: dict[int, int] | None = None):
 
 def test_exponential_decay_growth_rate_and_linear_sensitivity():
     T, r = 16, 0.8
-    cfg = _cfg(T, field_stride=4, temporal_stride=4, sensitivity={"stride": 4})
+    cfg = _cfg(T, field_stride=4, temporal_stride=4, sensitivity={"probes": 5})
     x0 = _smooth_field(np.random.default_rng(0), (3, 1, 2, 16, 16)).expand(3, 2, 2, 16, 16)
     v, obs = _drive(cfg, [x0 * r**t for t in range(T + 1)], ScaledLive(0.5))
     for w in ("all", "early", "late"):
@@ -187,7 +187,7 @@ def test_results_before_finish_are_refused():
 
 
 class TanhLive:
-    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, step: int, exact: bool = False) -> torch.Tensor:
         return torch.tanh(2.0 * x)
 
 
@@ -200,14 +200,14 @@ class TanhLive:
         {"temporal_stride": 5},
         {"morphology_threshold": 0.5},
         {"history_length": 16},
-        {"sensitivity": {"stride": 5}},
-        {"sensitivity": {"stride": 4, "epsilon": 0.01}},
-        {"sensitivity": {"stride": 4, "large_epsilon": 0.5}},
+        {"sensitivity": {"probes": 5}},
+        {"sensitivity": {"probes": 6, "epsilon": 0.01}},
+        {"sensitivity": {"probes": 6, "large_epsilon": 0.5}},
     ],
 )
 def test_every_features_leaf_changes_the_output(leaf):
     T = 20
-    base = {"step_stride": 1, "field_stride": 4, "temporal_stride": 4, "sensitivity": {"stride": 4}}
+    base = {"step_stride": 1, "field_stride": 4, "temporal_stride": 4, "sensitivity": {"probes": 6}}
     rng = np.random.default_rng(7)
     x0 = _smooth_field(rng, (1, 2, 2, 16, 16))
     states = [x0 * (1 + 0.3 * math.sin(t)) + 0.2 * _smooth_field(rng, (1, 2, 2, 16, 16)) for t in range(T + 1)]

@@ -89,12 +89,27 @@ def test_categories_switch_columns_and_keep_registry_order():
         ({"categories": []}, "categories"),
         ({"sensitivity": {"epsilon": 0.1, "large_epsilon": 0.01}}, "large_epsilon"),
         ({"field_stride": 0}, "field_stride"),
+        ({"sensitivity": {"probes": 1}}, "probes"),
+        ({"sensitivity": {"stride": 64}}, "stride was replaced by probes"),
         ({"histroy_length": 64}, "unknown key"),
     ],
 )
 def test_invalid_features_config_names_the_key(features, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"features": features})
+
+
+@pytest.mark.parametrize("steps", [1, 5, 16, 32, 64, 500])
+def test_probe_steps_are_a_count_spread_over_the_run(steps):
+    """The default count gives 8 distinct probes over 0..T at any T >= 7 (stride 64 gave one at T < 64)."""
+    from spinlock.features.schedule import probe_steps
+
+    cfg = config_from_dict({"simulation": {"steps": steps}, "storage": {"trajectories": {"stride": 1}}})
+    got = probe_steps(cfg)
+    assert got[0] == 0 and got[-1] == steps and got == sorted(set(got))
+    assert len(got) == min(8, steps + 1)
+    gaps = np.diff(got)
+    assert gaps.max() - gaps.min() <= 1  # evenly spread
 
 
 def test_temporal_steps_follow_the_stride():

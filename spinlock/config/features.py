@@ -3,13 +3,14 @@
 The SUMMARY family is split into categories that can be switched off. Per-step statistics are sampled
 on two schedules: the cheap ones every ``step_stride`` steps, those that need an FFT, a histogram,
 quantiles or connected-component labelling every ``field_stride`` steps (both plus the last step); the
-operator sensitivity probes run every ``sensitivity.stride`` steps. None of these settings changes a
-column's *name* except ``categories`` (a disabled category has no columns).
+operator sensitivity probes are a fixed count spread evenly over the run, so short runs still get enough
+of them. None of these settings changes a column's *name* except ``categories`` (a disabled category has
+no columns).
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,13 +27,25 @@ class _Strict(BaseModel):
 class SensitivityConfig(_Strict):
     """Finite-difference probes of the deterministic operator f (``LiveOperator.apply``)."""
 
-    stride: int = Field(64, ge=1)
-    """Probe the state of realization 0 at steps 0, stride, 2·stride, ... <= steps. Each probe costs
-    about 3/M of one rollout step (three extra operator evaluations on one realization)."""
+    probes: int = Field(8, ge=2, le=4096)
+    """Probe the state of realization 0 at this many steps spread evenly over the run,
+    ⌊i·steps/(probes − 1)⌋ for i = 0..probes−1 (step 0 and the last step included; fewer when
+    steps + 1 < probes). A count, not a stride, so every pool has several samples at any run length.
+    Each probe costs about 3/M of one rollout step (three extra operator evaluations on one realization)."""
     epsilon: float = Field(1e-3, gt=0.0, le=1.0)
     """Size of the small perturbation, relative to the RMS of the probed state (local Lipschitz gain)."""
     large_epsilon: float = Field(0.1, gt=0.0, le=10.0)
     """Size of the large perturbation; log10 of its gain over the small one is ``nonlinearity``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stride" in data:
+            raise ValueError(
+                "stride was replaced by probes (a count of probe steps spread over the run; default 8):"
+                " remove features.sensitivity.stride"
+            )
+        return data
 
     @model_validator(mode="after")
     def _order(self) -> SensitivityConfig:

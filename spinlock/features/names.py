@@ -31,7 +31,7 @@ class Stat:
     doc: str
     schedule: Schedule = "step"
     """``step`` / ``field``: sampled at the multiples of features.step_stride / field_stride (plus T);
-    ``probe``: at the sensitivity probe steps."""
+    ``probe``: at the sensitivity probe steps (features.sensitivity.probes of them, spread over 0..T)."""
     temporal: bool = True
     """Whether it is a TEMPORAL column (False where another temporal column is the same curve)."""
 
@@ -229,9 +229,11 @@ INVARIANTS = Category(
 
 SENSITIVITY = Category(
     "sensitivity",
-    "Finite-difference probes of the deterministic operator f on realization 0 at steps 0, s, 2s, ... "
-    "(s = features.sensitivity.stride), direction δ a unit-RMS normal field from the generator keyed "
-    "(seed, 'sensitivity', operator) spawned per step, perturbation ε·(RMS(x) + 1e-6).",
+    "Finite-difference probes of the deterministic operator f on realization 0 at n = "
+    "features.sensitivity.probes steps ⌊i·T/(n − 1)⌋, i = 0..n−1, spread over the run, direction δ a "
+    "unit-RMS normal field from the generator keyed (seed, 'sensitivity', operator) spawned per step, "
+    "perturbation ε·(RMS(x) + 1e-6). f is evaluated in float32 outside autocast whatever "
+    "simulation.precision, so the probes do not depend on the rollout precision.",
     (
         Stat("lipschitz", "log10 RMS(f(x + εδ) - f(x)) / RMS(εδ), ε = sensitivity.epsilon", "probe", False),
         Stat("gain", "log10 RMS(f(x)) / RMS(x)", "probe", False),

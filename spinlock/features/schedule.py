@@ -2,7 +2,8 @@
 
 ``step`` statistics are sampled at the multiples of ``features.step_stride`` plus T; ``field``
 statistics (spectra, quantiles, histograms, morphology, multi-scale invariants) at the multiples of
-``features.field_stride`` plus T; sensitivity probes at 0, s, 2s, ... <= T; the scalar history at 0, h,
+``features.field_stride`` plus T; sensitivity probes at ``features.sensitivity.probes`` steps spread
+evenly over 0..T (both ends included); the scalar history at 0, h,
 2h, ... <= T with h chosen so at most ``features.history_length`` samples are kept. Statistics are
 additionally *computed* (not pooled) at the TEMPORAL steps, so SUMMARY never depends on
 ``temporal_stride``.
@@ -43,7 +44,9 @@ def field_compute_steps(cfg: RunConfig) -> set[int]:
 
 
 def probe_steps(cfg: RunConfig) -> list[int]:
-    return list(range(0, cfg.simulation.steps + 1, cfg.features.sensitivity.stride))
+    """⌊i·T/(n − 1)⌋ for i = 0..n−1, n = ``features.sensitivity.probes`` (distinct: fewer when T + 1 < n)."""
+    n, T = cfg.features.sensitivity.probes, cfg.simulation.steps
+    return sorted({i * T // (n - 1) for i in range(n)})
 
 
 def history_stride(cfg: RunConfig) -> int:
