@@ -272,7 +272,10 @@ INITIAL_STATS = (
 The seed representation is 42-D: the other 28 are a learned IC embedding trained by the tokenizer."""
 
 EXTRA_DERIVED = (
-    ("noise_effective", "log10 of σ · mean_t s(t) (noise level times the mean schedule factor), floored 1e-12"),
+    ("noise_effective", "log10 of b · σ · mean_t s(t), floored 1e-12: the std of the noise entering the state "
+                        "per step (relative to the operator output for multiplicative noise), with b the "
+                        "operator weight of step_effective (1 autoregressive, dt residual, α convex), σ the "
+                        "noise level and s(t) the schedule factor"),
     ("memory", "weight a of x_t in x_{t+1} = a x_t + b ỹ: 0 autoregressive, 1 residual, 1 - α convex"),
     ("step_effective", "weight b of the operator output: 1 autoregressive, dt residual, α convex"),
     ("noise_corr_effective", "noise correlation length for correlated noise, else 0"),
