@@ -6,8 +6,8 @@ standard deviation over the converged fp32 operators (for TEMPORAL over operator
 largest difference over an operator's steps):
 
 * INITIAL: bit-identical (the IC does not depend on the rollout).
-* ``sensitivity.*``: |Δ| <= 0.05 decades for ``lipschitz``/``gain`` and 0.02 for ``nonlinearity``, every
-  operator (probes evaluate f exactly; under autocast they were off by ~0.5 decades).
+* ``sensitivity.*``: |Δ| <= 0.05 decades, every operator (the probes evaluate f exactly, so only the
+  probed state differs; under autocast they were off by up to 0.9 decades in bf16, 0.2 in fp16).
 * ``spread.*`` (not precision-robust: rounding acts like noise of relative size 2⁻⁹ per step, larger
   than the noise of low-noise operators): median |Δ| <= 0.5σ, 90th percentile <= 1.5σ, max <= 6σ.
 * every other SUMMARY and TEMPORAL column: median |Δ| <= 0.15σ, 90th percentile <= 0.5σ, max <= 2σ.
@@ -26,7 +26,7 @@ from spinlock.rollout.engine import RolloutEngine
 
 OVERRIDES = ["simulation.steps=32", "simulation.grid=16", "simulation.batch_operators=16"]
 OPERATORS = range(32)
-SENSITIVITY_TOL = {"lipschitz": 0.05, "gain": 0.05, "nonlinearity": 0.02}
+SENSITIVITY_TOL = 0.05  # decades; the probed states differ a little, so the probes do too
 SPREAD_TOL = (0.5, 1.5, 6.0)  # median, 90th percentile, max of |Δ| / σ
 OTHER_TOL = (0.15, 0.5, 2.0)
 
@@ -66,9 +66,8 @@ def test_features_do_not_depend_on_rollout_precision(fp32, precision):
         for j, name in enumerate(names):
             d = diff[:, j][~np.isnan(diff[:, j])]
             if name.startswith("sensitivity."):
-                tol = SENSITIVITY_TOL[name.split(".")[1]]
-                if d.max() > tol:
-                    bad.append(f"{name}: max |Δ| {d.max():.3g} decades > {tol}")
+                if d.max() > SENSITIVITY_TOL:
+                    bad.append(f"{name}: max |Δ| {d.max():.3g} decades > {SENSITIVITY_TOL}")
                 continue
             r = d / max(sd[j], 1e-12)
             got = (np.median(r), np.percentile(r, 90), r.max())

@@ -101,13 +101,13 @@ def test_invalid_features_config_names_the_key(features, message):
 
 @pytest.mark.parametrize("steps", [1, 5, 16, 32, 64, 500])
 def test_probe_steps_are_a_count_spread_over_the_run(steps):
-    """The default count gives 8 distinct probes over 0..T at any T >= 7 (stride 64 gave one at T < 64)."""
+    """The default count gives 4 distinct probes over 0..T at any T >= 3 (stride 64 gave one at T < 64)."""
     from spinlock.features.schedule import probe_steps
 
     cfg = config_from_dict({"simulation": {"steps": steps}, "storage": {"trajectories": {"stride": 1}}})
     got = probe_steps(cfg)
     assert got[0] == 0 and got[-1] == steps and got == sorted(set(got))
-    assert len(got) == min(8, steps + 1)
+    assert len(got) == min(4, steps + 1)
     gaps = np.diff(got)
     assert gaps.max() - gaps.min() <= 1  # evenly spread
 
