@@ -217,3 +217,17 @@ def test_every_features_leaf_changes_the_output(leaf):
     same_t = obs_a.temporal().values.shape == obs_b.temporal().values.shape and np.array_equal(
         obs_a.temporal().values, obs_b.temporal().values, equal_nan=True)
     assert not (same and same_t), f"features.{leaf} changed nothing"
+
+
+def test_features_are_float32_inside_a_callers_autocast_region():
+    """The observer switches autocast off: the same states give bit-identical features inside bf16 autocast."""
+    T = 8
+    cfg = _cfg(T, field_stride=4, temporal_stride=4, sensitivity={"probes": 3})
+    rng = np.random.default_rng(3)
+    states = [_smooth_field(rng, (2, 2, 2, 16, 16)) for _ in range(T + 1)]
+    ref, obs_ref = _drive(cfg, states, TanhLive())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, obs_got = _drive(cfg, states, TanhLive())
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    np.testing.assert_array_equal(obs_got.temporal().values, obs_ref.temporal().values)
