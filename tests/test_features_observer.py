@@ -175,7 +175,7 @@ def test_undefined_statistics_are_nan_not_missing():
     assert np.isnan(v["cross.corr_mean.mean"]).all() and np.isnan(v["causality.asym_net.mean"]).all()
     assert np.isnan(v["spread.field.mean"]).all() and np.isnan(v["spread.spatial_skew.std"]).all()
     np.testing.assert_allclose(v["dynamics.growth_rms.all"], math.log(0.9), atol=1e-5)
-    assert obs.temporal().values.shape[1] == 1
+    assert obs.temporal().values.shape[1] == 2  # steps 0 and 1: the stride is capped at ⌊T/4⌋, at least 1
 
 
 def test_results_before_finish_are_refused():

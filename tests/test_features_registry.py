@@ -113,9 +113,21 @@ def test_probe_steps_are_a_count_spread_over_the_run(steps):
 
 
 def test_temporal_steps_follow_the_stride():
-    cfg = config_from_dict({"simulation": {"steps": 10}, "storage": {"trajectories": {"stride": 1}},
+    cfg = config_from_dict({"simulation": {"steps": 12}, "storage": {"trajectories": {"stride": 1}},
                             "features": {"temporal_stride": 3}})
-    assert temporal_steps(cfg) == [0, 3, 6, 9]
+    assert temporal_steps(cfg) == [0, 3, 6, 9, 12]
+
+
+@pytest.mark.parametrize("steps", [1, 3, 4, 8, 10, 16])
+def test_every_stride_schedule_keeps_four_samples_at_short_runs(steps):
+    """Strides are capped at ⌊T/4⌋: the defaults (2, 8, 8) left one field sample at T < 8 (all-NaN std/trend)."""
+    from spinlock.features.schedule import field_steps, step_steps
+
+    cfg = config_from_dict({"simulation": {"steps": steps}, "storage": {"trajectories": {"stride": 1}}})
+    for got in (step_steps(cfg), field_steps(cfg), temporal_steps(cfg)[1:]):
+        assert len(got) >= min(4, steps) and got[-1] == steps
+    if steps == 16:  # field_stride 8 capped at 4; step_stride 2 and temporal_stride 8 -> 4
+        assert field_steps(cfg) == [4, 8, 12, 16] and temporal_steps(cfg) == [0, 4, 8, 12, 16]
 
 
 def test_architecture_normalisation_one_hot_and_derived():

@@ -65,14 +65,16 @@ class FeaturesConfig(_Strict):
     """SUMMARY categories to compute (the full default set gives 434 columns). The TEMPORAL
     family holds the per-step statistics of the enabled categories."""
     step_stride: int = Field(2, ge=1)
-    """Moments, extremes, cross-channel and lag-1 correlations, step change and realization spread are
+    """(Like the other strides, capped at ⌊steps/4⌋ so a short run still has >= 4 samples.) Moments,
+    extremes, cross-channel and lag-1 correlations, step change and realization spread are
     sampled at the multiples of this plus the last step (lag-1 statistics always compare consecutive
     states; the scalar history behind the growth and series features records every step)."""
     field_stride: int = Field(8, ge=1)
     """Spectra, quantiles, histograms (entropy, mutual information), morphology and the multi-scale
-    invariants are sampled for SUMMARY at steps that are multiples of this, plus the last step."""
+    invariants are sampled for SUMMARY at steps that are multiples of this, plus the last step (capped at
+    ⌊steps/4⌋: at least 4 samples; a stride above steps left one, and all-NaN std/trend columns)."""
     temporal_stride: int = Field(8, ge=1)
-    """TEMPORAL curves are sampled at steps 0, stride, 2·stride, ... <= steps."""
+    """TEMPORAL curves are sampled at steps 0, stride, 2·stride, ... <= steps (stride capped at ⌊steps/4⌋)."""
     morphology_threshold: float = Field(1.0, gt=0.0, le=5.0)
     """Connected components are those of {z > θ} and {z < -θ}, z the standardised field."""
     history_length: int = Field(1024, ge=16, le=65536)

@@ -361,9 +361,20 @@ def architecture_entries(cfg: RunConfig) -> list[tuple[str, str]]:
     return out
 
 
+MIN_SAMPLES = 4
+"""Every stride schedule is capped at ⌊T/4⌋ (at least 1), so short runs still get >= 4 samples."""
+
+
+def effective_stride(stride: int, steps: int) -> int:
+    """min(stride, ⌊steps/4⌋), at least 1: a stride longer than a quarter of the run would leave too few
+    samples (one at T < stride: all-NaN std/trend and min = max = mean = early = late)."""
+    return max(1, min(stride, steps // MIN_SAMPLES))
+
+
 def temporal_steps(cfg: RunConfig) -> list[int]:
-    """Steps at which TEMPORAL curves are sampled: 0, stride, 2·stride, ... <= T."""
-    return list(range(0, cfg.simulation.steps + 1, cfg.features.temporal_stride))
+    """Steps at which TEMPORAL curves are sampled: 0, s, 2s, ... <= T, s = effective_stride(temporal_stride)."""
+    T = cfg.simulation.steps
+    return list(range(0, T + 1, effective_stride(cfg.features.temporal_stride, T)))
 
 
 def feature_names(cfg: RunConfig) -> dict[str, tuple[str, ...]]:

@@ -30,6 +30,7 @@ from spinlock.features.morphology import morphology_stats
 from spinlock.features.names import (
     POOLS,
     SERIES,
+    effective_stride,
     enabled,
     spread_targets,
     step_stats,
@@ -285,7 +286,7 @@ class FeatureObserver:
         self._temporal = FeatureBlock(
             self.temporal_buf.cpu().numpy().astype(np.float32),
             self.temporal_names,
-            {"stride": self.fc.temporal_stride, "steps": list(self.tsteps)},
+            {"stride": effective_stride(self.fc.temporal_stride, self.T), "steps": list(self.tsteps)},
         )
         self.live = None
         self.prev = None
