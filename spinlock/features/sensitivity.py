@@ -7,7 +7,7 @@ an operator's probes depend on nothing but its index. One ``apply`` call evaluat
 
 The evaluation is ``exact`` (float32, outside autocast) whatever ``simulation.precision``: ε = 1e-3 of
 the RMS is below bf16 resolution (2⁻⁸ ≈ 3.9e-3), so under bf16 autocast the small perturbation is
-rounded away or quantised and ``lipschitz`` came out 0.5–0.6 decades too high, ``nonlinearity`` ≈ −0.55
+rounded away or quantised and ``lipschitz`` came out 0.5–0.9 decades too high, ``nonlinearity`` ≈ −0.55
 where float32 gives ≈ 0. The probes measure the operator, not the arithmetic it was rolled out in.
 """
 
