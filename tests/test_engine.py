@@ -205,8 +205,8 @@ def test_cpu_conv_paths_equal_one_grouped_convolution(monkeypatch, k, width, pad
         assert torch.equal(cnn.CNNGroup(records, [0, 1, 2, 3], 7, 3, CPU).forward(x), a)
 
 
-def test_fp16_refused_on_cpu():
+def test_bf16_on_cpu_autocasts_the_operator():
+    """CPU autocast stands in for CUDA (tests/test_features_precision.py checks the features)."""
     cfg = tiny_config(**{"simulation.precision": "bf16"})
     rec = base_record(cfg)
-    with pytest.raises(RuntimeError, match="CUDA only"):
-        RolloutEngine(get_family("cnn"), [rec], [0], 0, cfg.simulation, CPU)
+    assert RolloutEngine(get_family("cnn"), [rec], [0], 0, cfg.simulation, CPU).autocast_dtype == torch.bfloat16

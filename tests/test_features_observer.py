@@ -28,7 +28,7 @@ class ScaledLive:
     def __init__(self, gain: float):
         self.gain = gain
 
-    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, step: int, exact: bool = False) -> torch.Tensor:
         return self.gain * x
 
     def advance(self, x: torch.Tensor, step: int) -> torch.Tensor:  # pragma: no cover - protocol only
@@ -65,7 +65,7 @@ def _drive(cfg, states, live=None, dead_from: dict[int, int] | None = None):
 
 def test_exponential_decay_growth_rate_and_linear_sensitivity():
     T, r = 16, 0.8
-    cfg = _cfg(T, field_stride=4, temporal_stride=4, sensitivity={"stride": 4})
+    cfg = _cfg(T, field_stride=4, temporal_stride=4, sensitivity={"probes": 5})
     x0 = _smooth_field(np.random.default_rng(0), (3, 1, 2, 16, 16)).expand(3, 2, 2, 16, 16)
     v, obs = _drive(cfg, [x0 * r**t for t in range(T + 1)], ScaledLive(0.5))
     for w in ("all", "early", "late"):
@@ -175,7 +175,7 @@ def test_undefined_statistics_are_nan_not_missing():
     assert np.isnan(v["cross.corr_mean.mean"]).all() and np.isnan(v["causality.asym_net.mean"]).all()
     assert np.isnan(v["spread.field.mean"]).all() and np.isnan(v["spread.spatial_skew.std"]).all()
     np.testing.assert_allclose(v["dynamics.growth_rms.all"], math.log(0.9), atol=1e-5)
-    assert obs.temporal().values.shape[1] == 1
+    assert obs.temporal().values.shape[1] == 2  # steps 0 and 1: the stride is capped at ⌊T/4⌋, at least 1
 
 
 def test_results_before_finish_are_refused():
@@ -187,7 +187,7 @@ def test_results_before_finish_are_refused():
 
 
 class TanhLive:
-    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, step: int, exact: bool = False) -> torch.Tensor:
         return torch.tanh(2.0 * x)
 
 
@@ -200,14 +200,14 @@ class TanhLive:
         {"temporal_stride": 5},
         {"morphology_threshold": 0.5},
         {"history_length": 16},
-        {"sensitivity": {"stride": 5}},
-        {"sensitivity": {"stride": 4, "epsilon": 0.01}},
-        {"sensitivity": {"stride": 4, "large_epsilon": 0.5}},
+        {"sensitivity": {"probes": 5}},
+        {"sensitivity": {"probes": 6, "epsilon": 0.01}},
+        {"sensitivity": {"probes": 6, "large_epsilon": 0.5}},
     ],
 )
 def test_every_features_leaf_changes_the_output(leaf):
     T = 20
-    base = {"step_stride": 1, "field_stride": 4, "temporal_stride": 4, "sensitivity": {"stride": 4}}
+    base = {"step_stride": 1, "field_stride": 4, "temporal_stride": 4, "sensitivity": {"probes": 6}}
     rng = np.random.default_rng(7)
     x0 = _smooth_field(rng, (1, 2, 2, 16, 16))
     states = [x0 * (1 + 0.3 * math.sin(t)) + 0.2 * _smooth_field(rng, (1, 2, 2, 16, 16)) for t in range(T + 1)]
@@ -217,3 +217,17 @@ def test_every_features_leaf_changes_the_output(leaf):
     same_t = obs_a.temporal().values.shape == obs_b.temporal().values.shape and np.array_equal(
         obs_a.temporal().values, obs_b.temporal().values, equal_nan=True)
     assert not (same and same_t), f"features.{leaf} changed nothing"
+
+
+def test_features_are_float32_inside_a_callers_autocast_region():
+    """The observer switches autocast off: the same states give bit-identical features inside bf16 autocast."""
+    T = 8
+    cfg = _cfg(T, field_stride=4, temporal_stride=4, sensitivity={"probes": 3})
+    rng = np.random.default_rng(3)
+    states = [_smooth_field(rng, (2, 2, 2, 16, 16)) for _ in range(T + 1)]
+    ref, obs_ref = _drive(cfg, states, TanhLive())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, obs_got = _drive(cfg, states, TanhLive())
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    np.testing.assert_array_equal(obs_got.temporal().values, obs_ref.temporal().values)

@@ -29,7 +29,7 @@ def _cfg(grid=16, channels=3, steps=12, realizations=2, family="cnn", **features
                        "realizations": realizations, "batch_operators": 8},
         "sharding": {"operators_per_shard": 8},
         "storage": {"trajectories": {"stride": 1}},
-        "features": {"field_stride": 4, "temporal_stride": 4, "sensitivity": {"stride": 4}, **features},
+        "features": {"field_stride": 4, "temporal_stride": 4, "sensitivity": {"probes": 4}, **features},
     })
 
 

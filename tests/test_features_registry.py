@@ -89,6 +89,8 @@ def test_categories_switch_columns_and_keep_registry_order():
         ({"categories": []}, "categories"),
         ({"sensitivity": {"epsilon": 0.1, "large_epsilon": 0.01}}, "large_epsilon"),
         ({"field_stride": 0}, "field_stride"),
+        ({"sensitivity": {"probes": 1}}, "probes"),
+        ({"sensitivity": {"stride": 64}}, "stride was replaced by probes"),
         ({"histroy_length": 64}, "unknown key"),
     ],
 )
@@ -97,10 +99,35 @@ def test_invalid_features_config_names_the_key(features, message):
         config_from_dict({"features": features})
 
 
+@pytest.mark.parametrize("steps", [1, 5, 16, 32, 64, 500])
+def test_probe_steps_are_a_count_spread_over_the_run(steps):
+    """The default count gives 4 distinct probes over 0..T at any T >= 3 (stride 64 gave one at T < 64)."""
+    from spinlock.features.schedule import probe_steps
+
+    cfg = config_from_dict({"simulation": {"steps": steps}, "storage": {"trajectories": {"stride": 1}}})
+    got = probe_steps(cfg)
+    assert got[0] == 0 and got[-1] == steps and got == sorted(set(got))
+    assert len(got) == min(4, steps + 1)
+    gaps = np.diff(got)
+    assert gaps.max() - gaps.min() <= 1  # evenly spread
+
+
 def test_temporal_steps_follow_the_stride():
-    cfg = config_from_dict({"simulation": {"steps": 10}, "storage": {"trajectories": {"stride": 1}},
+    cfg = config_from_dict({"simulation": {"steps": 12}, "storage": {"trajectories": {"stride": 1}},
                             "features": {"temporal_stride": 3}})
-    assert temporal_steps(cfg) == [0, 3, 6, 9]
+    assert temporal_steps(cfg) == [0, 3, 6, 9, 12]
+
+
+@pytest.mark.parametrize("steps", [1, 3, 4, 8, 10, 16])
+def test_every_stride_schedule_keeps_four_samples_at_short_runs(steps):
+    """Strides are capped at ⌊T/4⌋: the defaults (2, 8, 8) left one field sample at T < 8 (all-NaN std/trend)."""
+    from spinlock.features.schedule import field_steps, step_steps
+
+    cfg = config_from_dict({"simulation": {"steps": steps}, "storage": {"trajectories": {"stride": 1}}})
+    for got in (step_steps(cfg), field_steps(cfg), temporal_steps(cfg)[1:]):
+        assert len(got) >= min(4, steps) and got[-1] == steps
+    if steps == 16:  # field_stride 8 capped at 4; step_stride 2 and temporal_stride 8 -> 4
+        assert field_steps(cfg) == [4, 8, 12, 16] and temporal_steps(cfg) == [0, 4, 8, 12, 16]
 
 
 def test_architecture_normalisation_one_hot_and_derived():
@@ -126,10 +153,36 @@ def test_architecture_normalisation_one_hot_and_derived():
     assert sum(v[f"param.update_policy={p}"] for p in ("autoregressive", "residual", "convex")) == 1
     assert v["derived.memory"] == pytest.approx(0.7) and v["derived.step_effective"] == pytest.approx(0.3)
     assert v["derived.noise_corr_effective"] == pytest.approx(2.5)
-    assert v["derived.noise_effective"] == pytest.approx(math.log10(0.05), abs=1e-6)  # constant schedule
+    assert v["derived.noise_effective"] == pytest.approx(math.log10(0.3 * 0.05), abs=1e-6)  # α σ, constant s
     assert v["derived.gain_depth"] == pytest.approx(3 * math.log10(5 / 3), abs=1e-6)  # tanh gain 5/3
     for k in DERIVED_KEYS:
         assert f"derived.{k}" in v
+
+
+@pytest.mark.parametrize("policy", [0, 1, 2])
+@pytest.mark.parametrize("schedule", [0, 1])
+def test_noise_effective_is_the_noise_entering_the_state(policy, schedule):
+    """log10(b σ mean_t s(t)): closed form, and the RMS that BatchDynamics adds to a zero state per step."""
+    from spinlock.operators.dynamics import BatchDynamics
+
+    cfg = _cfg()
+    params = list(cfg.parameters)
+    row = {"depth": 2, "width": 0, "kernel_size": 0, "activation": 0, "normalization": 0, "padding_mode": 0,
+           "weight_scale": 1.0, "bias": 0, "noise_type": 0, "noise_level": 0.1, "noise_correlation_length": 2.0,
+           "noise_schedule": schedule, "noise_timescale": 0.5, "update_policy": policy, "step_size": 0.1}
+    values = np.array([[row[p] for p in params]], dtype=np.float64)
+    family = get_family("cnn")
+    rec = family.decode(cfg.parameters, values[0])
+    block = extract_architecture(cfg, values, [family.derived(rec, cfg.simulation.channels)])
+    got = float(block.values[0, block.names.index("derived.noise_effective")])
+    T, tau = cfg.simulation.steps, 0.5
+    b = {0: 1.0, 1: 0.1, 2: 0.1}[policy]  # autoregressive 1, residual dt, convex α
+    s_mean = 1.0 if schedule == 0 else (1 - math.exp(-1 / tau)) / (T * (1 - math.exp(-1 / (tau * T))))
+    assert got == pytest.approx(math.log10(b * 0.1 * s_mean), abs=1e-6)
+    dyn = BatchDynamics([rec], [0], 4, 0, T, 3, 64, torch.device("cpu"))
+    zero = torch.zeros(1, 4, 3, 64, 64)
+    rms = np.mean([dyn.update(zero, zero, t).square().mean().sqrt().item() for t in range(1, T + 1)])
+    assert math.log10(rms) == pytest.approx(got, abs=0.01)  # 49152 draws per step: ~0.3 % error
 
 
 def test_architecture_and_initial_refuse_bad_input():

@@ -45,7 +45,10 @@ class SimulationConfig(Strict):
     realizations: int = Field(2, ge=1, le=1024)
     """M, independent stochastic realizations per operator (same IC, independent noise)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """bf16/fp16 are accepted only on CUDA (checked before any work)."""
+    """bf16/fp16: the operator evaluations run under autocast (state, noise, update and features stay
+    float32; the sensitivity probes evaluate the operator in float32). ``spinlock generate`` accepts them
+    only on CUDA (checked before any work); the engine also runs them under CPU autocast, which tests use
+    to emulate GPU precision."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: CUDA when torch.cuda.is_available(), else CPU; ``cuda`` fails before any work without CUDA."""
     batch_operators: int = Field(8, ge=1, le=4096)

@@ -1,7 +1,8 @@
 """Feature audits on real operators: run batches through the engine and flag degenerate columns.
 
 ``python bench/features.py --audit N`` uses these to check that no SUMMARY column is constant by
-construction (the acceptance bar is <= 2 % near-constant columns on the quickstart dataset).
+construction (the acceptance bar is <= 2 % near-constant columns on the quickstart dataset), and
+``tests/test_features_audit.py`` asserts :func:`dead_columns` is empty at several run lengths.
 """
 
 from __future__ import annotations
@@ -83,3 +84,27 @@ def near_constant_columns(
         if counts.max() >= mode_fraction * col.size:
             flagged.append((name, f"one value in {counts.max()}/{col.size} rows"))
     return flagged
+
+
+def dead_columns(values: np.ndarray, names: Sequence[str]) -> list[tuple[str, str]]:
+    """Columns of ``values`` [N, D] (or [N, T', D], flattened over steps) that carry no information.
+
+    A column is dead when it has no finite value, when its non-NaN values are all equal, or when it is
+    exactly equal (NaN where the other is NaN) to an earlier column. Returns (name, reason) pairs.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1, len(names))
+    out: list[tuple[str, str]] = []
+    seen: dict[bytes, str] = {}
+    for j, name in enumerate(names):
+        col = v[:, j]
+        present = col[~np.isnan(col)]
+        if not np.isfinite(col).any():
+            out.append((name, "no finite value"))
+        elif np.all(present == present[0]):
+            out.append((name, f"constant ({present[0]:.6g})"))
+        key = np.where(np.isnan(col), np.inf, col).tobytes() + np.isnan(col).tobytes()
+        if key in seen:
+            out.append((name, f"equal to {seen[key]}"))
+        else:
+            seen[key] = name
+    return out

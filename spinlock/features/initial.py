@@ -26,9 +26,15 @@ def extract_initial(cfg: RunConfig, ic: torch.Tensor) -> FeatureBlock:
     if ic.dim() != 4 or tuple(ic.shape[1:]) != expected:
         raise ValueError(f"initial conditions must be [B, {', '.join(map(str, expected))}], got {tuple(ic.shape)}")
     x = ic.to(torch.float32)
+    with torch.autocast(device_type=x.device.type, enabled=False):  # float32 whatever the caller's region
+        return _extract(cfg, x)
+
+
+def _extract(cfg: RunConfig, x: torch.Tensor) -> FeatureBlock:
     bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
     if bad:
         raise ValueError(f"{bad} initial condition(s) contain non-finite values")
+    sim = cfg.simulation
     st = fields.standardize(x)
     vals = {
         **fields.spatial_step(st),

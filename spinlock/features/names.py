@@ -31,7 +31,7 @@ class Stat:
     doc: str
     schedule: Schedule = "step"
     """``step`` / ``field``: sampled at the multiples of features.step_stride / field_stride (plus T);
-    ``probe``: at the sensitivity probe steps."""
+    ``probe``: at the sensitivity probe steps (features.sensitivity.probes of them, spread over 0..T)."""
     temporal: bool = True
     """Whether it is a TEMPORAL column (False where another temporal column is the same curve)."""
 
@@ -229,9 +229,11 @@ INVARIANTS = Category(
 
 SENSITIVITY = Category(
     "sensitivity",
-    "Finite-difference probes of the deterministic operator f on realization 0 at steps 0, s, 2s, ... "
-    "(s = features.sensitivity.stride), direction δ a unit-RMS normal field from the generator keyed "
-    "(seed, 'sensitivity', operator) spawned per step, perturbation ε·(RMS(x) + 1e-6).",
+    "Finite-difference probes of the deterministic operator f on realization 0 at n = "
+    "features.sensitivity.probes steps ⌊i·T/(n − 1)⌋, i = 0..n−1, spread over the run, direction δ a "
+    "unit-RMS normal field from the generator keyed (seed, 'sensitivity', operator) spawned per step, "
+    "perturbation ε·(RMS(x) + 1e-6). f is evaluated in float32 outside autocast whatever "
+    "simulation.precision, so the probes do not depend on the rollout precision.",
     (
         Stat("lipschitz", "log10 RMS(f(x + εδ) - f(x)) / RMS(εδ), ε = sensitivity.epsilon", "probe", False),
         Stat("gain", "log10 RMS(f(x)) / RMS(x)", "probe", False),
@@ -270,7 +272,10 @@ INITIAL_STATS = (
 The seed representation is 42-D: the other 28 are a learned IC embedding trained by the tokenizer."""
 
 EXTRA_DERIVED = (
-    ("noise_effective", "log10 of σ · mean_t s(t) (noise level times the mean schedule factor), floored 1e-12"),
+    ("noise_effective", "log10 of b · σ · mean_t s(t), floored 1e-12: the std of the noise entering the state "
+                        "per step (relative to the operator output for multiplicative noise), with b the "
+                        "operator weight of step_effective (1 autoregressive, dt residual, α convex), σ the "
+                        "noise level and s(t) the schedule factor"),
     ("memory", "weight a of x_t in x_{t+1} = a x_t + b ỹ: 0 autoregressive, 1 residual, 1 - α convex"),
     ("step_effective", "weight b of the operator output: 1 autoregressive, dt residual, α convex"),
     ("noise_corr_effective", "noise correlation length for correlated noise, else 0"),
@@ -356,9 +361,20 @@ def architecture_entries(cfg: RunConfig) -> list[tuple[str, str]]:
     return out
 
 
+MIN_SAMPLES = 4
+"""Every stride schedule is capped at ⌊T/4⌋ (at least 1), so short runs still get >= 4 samples."""
+
+
+def effective_stride(stride: int, steps: int) -> int:
+    """min(stride, ⌊steps/4⌋), at least 1: a stride longer than a quarter of the run would leave too few
+    samples (one at T < stride: all-NaN std/trend and min = max = mean = early = late)."""
+    return max(1, min(stride, steps // MIN_SAMPLES))
+
+
 def temporal_steps(cfg: RunConfig) -> list[int]:
-    """Steps at which TEMPORAL curves are sampled: 0, stride, 2·stride, ... <= T."""
-    return list(range(0, cfg.simulation.steps + 1, cfg.features.temporal_stride))
+    """Steps at which TEMPORAL curves are sampled: 0, s, 2s, ... <= T, s = effective_stride(temporal_stride)."""
+    T = cfg.simulation.steps
+    return list(range(0, T + 1, effective_stride(cfg.features.temporal_stride, T)))
 
 
 def feature_names(cfg: RunConfig) -> dict[str, tuple[str, ...]]:

@@ -10,12 +10,15 @@ Diverged operators (``alive`` False) are zeroed before any computation and maske
 accumulator, so their statistics cover the pre-divergence steps only (pools without such a sample are
 NaN) and the other rows are unaffected. The dataset's ``/status`` and ``/status_step`` flag them (a flag
 column here would be constant over the non-diverged operators the tokenizer trains on). Everything runs
-on ``device`` (CUDA when the engine is on CUDA) except component labelling.
+on ``device`` (CUDA when the engine is on CUDA) except component labelling, in float32 with float64
+pools, outside any autocast region, whatever ``simulation.precision`` (the engine's state is float32;
+only its operator evaluations are autocast, and the sensitivity probes ask for exact ones).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ from spinlock.features.morphology import morphology_stats
 from spinlock.features.names import (
     POOLS,
     SERIES,
+    effective_stride,
     enabled,
     spread_targets,
     step_stats,
@@ -59,6 +63,17 @@ LAG_KEYS = (
     "dynamics.field_acf1", "dynamics.step_change", "causality.lag_cross", "causality.asym_net",
     "causality.asym_abs", "causality.asym_max",
 )
+
+
+def _fp32(method: Callable) -> Callable:
+    """Run an observer method with autocast off, so no feature reduction runs in reduced precision."""
+
+    @functools.wraps(method)
+    def wrapper(self: FeatureObserver, *args, **kwargs):
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _realization_mean(v: torch.Tensor) -> torch.Tensor:
@@ -149,6 +164,7 @@ class FeatureObserver:
         return out
 
     # ------------------------------------------------------------------ Observer protocol
+    @_fp32
     def start(self, x0: torch.Tensor, live: LiveOperator) -> None:
         B, M, C, H, W = x0.shape
         if B != len(self.ops) or (M, C, H, W) != (self.M, self.C, self.N, self.N):
@@ -172,6 +188,7 @@ class FeatureObserver:
         self.prev = None
         self._step(0, x0.to(dev, torch.float32), torch.ones(B, dtype=torch.bool, device=dev))
 
+    @_fp32
     def observe(self, step: int, x: torch.Tensor, alive: torch.Tensor) -> None:
         alive = alive.to(self.device)
         x = x.to(self.device, torch.float32)
@@ -212,6 +229,7 @@ class FeatureObserver:
             self.recurrence.update(t, x, alive)
         self.prev = st
 
+    @_fp32
     def finish(self, status: torch.Tensor, diverged_step: torch.Tensor) -> None:
         out: dict[str, torch.Tensor] = {}
         spread_of: dict[str, torch.Tensor] = {}  # std over realizations of each statistic's time mean
@@ -268,7 +286,7 @@ class FeatureObserver:
         self._temporal = FeatureBlock(
             self.temporal_buf.cpu().numpy().astype(np.float32),
             self.temporal_names,
-            {"stride": self.fc.temporal_stride, "steps": list(self.tsteps)},
+            {"stride": effective_stride(self.fc.temporal_stride, self.T), "steps": list(self.tsteps)},
         )
         self.live = None
         self.prev = None

@@ -2,7 +2,9 @@
 
 ``step`` statistics are sampled at the multiples of ``features.step_stride`` plus T; ``field``
 statistics (spectra, quantiles, histograms, morphology, multi-scale invariants) at the multiples of
-``features.field_stride`` plus T; sensitivity probes at 0, s, 2s, ... <= T; the scalar history at 0, h,
+``features.field_stride`` plus T (every stride capped at ⌊T/4⌋, ``names.effective_stride``, so a short
+run still has >= 4 samples); sensitivity probes at ``features.sensitivity.probes`` steps spread
+evenly over 0..T (both ends included); the scalar history at 0, h,
 2h, ... <= T with h chosen so at most ``features.history_length`` samples are kept. Statistics are
 additionally *computed* (not pooled) at the TEMPORAL steps, so SUMMARY never depends on
 ``temporal_stride``.
@@ -13,11 +15,12 @@ from __future__ import annotations
 import math
 
 from spinlock.config.models import RunConfig
-from spinlock.features.names import temporal_steps
+from spinlock.features.names import effective_stride, temporal_steps
 
 
 def _multiples(stride: int, T: int) -> list[int]:
-    return sorted(set(range(stride, T + 1, stride)) | {T})
+    s = effective_stride(stride, T)
+    return sorted(set(range(s, T + 1, s)) | {T})
 
 
 def step_steps(cfg: RunConfig) -> list[int]:
@@ -43,7 +46,9 @@ def field_compute_steps(cfg: RunConfig) -> set[int]:
 
 
 def probe_steps(cfg: RunConfig) -> list[int]:
-    return list(range(0, cfg.simulation.steps + 1, cfg.features.sensitivity.stride))
+    """⌊i·T/(n − 1)⌋ for i = 0..n−1, n = ``features.sensitivity.probes`` (distinct: fewer when T + 1 < n)."""
+    n, T = cfg.features.sensitivity.probes, cfg.simulation.steps
+    return sorted({i * T // (n - 1) for i in range(n)})
 
 
 def history_stride(cfg: RunConfig) -> int:

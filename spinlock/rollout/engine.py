@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,26 @@ class RolloutResult:
     diverged_step: torch.Tensor  # [B] int32: step of divergence or fault (0: the IC), -1 when none
 
 
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``simulation.precision`` on ``device`` (None for fp32), or a clear error."""
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if dtype is None:
+        return None
+    try:
+        with warnings.catch_warnings():  # torch warns, then disables autocast, for an unsupported dtype
+            warnings.simplefilter("ignore")
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                ok = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == dtype
+    except (RuntimeError, ValueError) as e:  # device type without autocast
+        raise RuntimeError(f"simulation.precision {precision!r}: torch has no autocast on {device} ({e})") from e
+    if not ok:
+        raise RuntimeError(
+            f"simulation.precision {precision!r}: this torch ({torch.__version__}) does not autocast to {dtype}"
+            f" on {device}; use fp32 there"
+        )
+    return dtype
+
+
 class RolloutEngine:
     """Runs one batch of operators; implements :class:`spinlock.rollout.observer.LiveOperator`."""
 
@@ -70,10 +91,8 @@ class RolloutEngine:
         sim: SimulationConfig,
         device: torch.device,
     ):
-        if sim.precision != "fp32" and device.type != "cuda":
-            raise RuntimeError(f"simulation.precision {sim.precision!r} is supported on CUDA only (device {device})")
         self.sim, self.device, self.B = sim, device, len(records)
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(sim.precision)
+        self.autocast_dtype = _autocast_dtype(sim.precision, device)
         groups: dict[tuple, list[int]] = {}
         for i, rec in enumerate(records):
             groups.setdefault(family.group_key(rec), []).append(i)
@@ -90,14 +109,19 @@ class RolloutEngine:
             records, operator_indices, sim.realizations, seed, sim.steps, sim.channels, sim.grid, device
         )
 
-    def _autocast(self):
+    def _autocast(self, exact: bool = False):
+        if exact:  # also switches off an autocast region the caller may be in
+            return torch.autocast(device_type=self.device.type, enabled=False)
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Deterministic f(x) for every operator, [B, M, C, H, W] (``step`` unused by CNNs)."""
-        with self._autocast():
+    def apply(self, x: torch.Tensor, step: int, exact: bool = False) -> torch.Tensor:
+        """Deterministic f(x) for every operator, [B, M, C, H, W] (``step`` unused by CNNs).
+
+        ``exact``: evaluate in float32 outside autocast whatever ``simulation.precision`` (features).
+        """
+        with self._autocast(exact):
             if len(self.groups) == 1:  # members are 0..B-1 in order: no gather/scatter copies
                 return self.groups[0][1].forward(x).to(x.dtype)
             out = torch.empty_like(x)

@@ -14,8 +14,12 @@ import torch
 class LiveOperator(Protocol):
     """What an observer may ask of the running operators (e.g. for sensitivity probes)."""
 
-    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Deterministic operator output f(x) (no noise, no update policy), [B, M, C, H, W] → same."""
+    def apply(self, x: torch.Tensor, step: int, exact: bool = False) -> torch.Tensor:
+        """Deterministic operator output f(x) (no noise, no update policy), [B, M, C, H, W] → same.
+
+        ``exact``: in float32 outside autocast, whatever ``simulation.precision`` (what the rollout uses
+        otherwise), so measurements of f (sensitivity probes) do not depend on the rollout precision.
+        """
         ...
 
     def advance(self, x: torch.Tensor, step: int) -> torch.Tensor:
