@@ -152,4 +152,4 @@ def test_feature_fault_reaches_the_shard_and_spinlock_info(tmp_path, monkeypatch
     # replay re-runs the rollout only: a feature fault's rollout was ok, so the replay matches
     from spinlock.replay import compare_with_stored, replay_operator
 
-    assert compare_with_stored(summary.path, replay_operator(summary.path, 1))["status_equal"]
+    assert compare_with_stored(summary.path, replay_operator(summary.path, 1)).check("status").ok
