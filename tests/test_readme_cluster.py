@@ -38,7 +38,7 @@ exec bash -e /tmp/block.sh
 def fenced_blocks(markdown: str) -> list[tuple[str, str, str]]:
     """``(section heading, language, body)`` of every fenced block, in order."""
     blocks, heading = [], ""
-    for m in re.finditer(r"^(#+ .*)$|^```(\w*)\n(.*?)^```", markdown, flags=re.M | re.S):
+    for m in re.finditer(r"^(#+ [^\n]*)$|^```(\w*)\n(.*?)^```", markdown, flags=re.M | re.S):
         if m.group(1):
             heading = m.group(1).lstrip("# ").strip()
         else:
