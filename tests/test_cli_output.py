@@ -21,7 +21,7 @@ RAY_NOISE = ["core_worker.cc", "execution finished", "Progress bars disabled", "
              "Started a local Ray instance", "RayTrainWorker pid=", "TrainController"]
 
 
-def cli(*args: str, home, timeout: float = 600) -> subprocess.CompletedProcess:
+def cli(*args: str, home, timeout: float = 1200) -> subprocess.CompletedProcess:
     """The console script as a user runs it: its own process, a HOME without a Ray token yet."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), PYTHONPATH=str(ROOT))

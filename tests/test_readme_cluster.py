@@ -10,7 +10,6 @@ test folder, its ports are its own, and the namespace's processes (the head incl
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import sys
 import h5py
 import pytest
 from conftest import ROOT
+from test_readme_blocks import readme_cluster_block
 
 pytestmark = pytest.mark.cluster
 
@@ -33,24 +33,6 @@ python -c 'from ray._private.authentication.authentication_token_setup import ge
 test -s "$HOME/.ray/auth_token"
 exec bash -e /tmp/block.sh
 """
-
-
-def fenced_blocks(markdown: str) -> list[tuple[str, str, str]]:
-    """``(section heading, language, body)`` of every fenced block, in order."""
-    blocks, heading = [], ""
-    for m in re.finditer(r"^(#+ [^\n]*)$|^```(\w*)\n(.*?)^```", markdown, flags=re.M | re.S):
-        if m.group(1):
-            heading = m.group(1).lstrip("# ").strip()
-        else:
-            blocks.append((heading, m.group(2), m.group(3)))
-    return blocks
-
-
-def readme_cluster_block() -> str:
-    found = [body for heading, lang, body in fenced_blocks((ROOT / "README.md").read_text())
-             if heading == "On a Ray cluster" and lang == "bash"]
-    assert len(found) == 1, found
-    return found[0]
 
 
 def can_unshare() -> bool:
