@@ -61,6 +61,10 @@ def configure(verbosity: int = NORMAL, *, native_stderr: bool = False) -> None:
     """
     global _verbosity
     _verbosity = verbosity
+    if verbosity < VERBOSE:
+        os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
+        if native_stderr:
+            _filter_native_stderr()  # first: the handler below writes to the new sys.stderr
     for h in [h for h in log.handlers if getattr(h, "_spinlock", False)]:
         log.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
@@ -69,10 +73,6 @@ def configure(verbosity: int = NORMAL, *, native_stderr: bool = False) -> None:
     log.addHandler(handler)
     log.setLevel({QUIET: logging.WARNING, NORMAL: logging.INFO}.get(verbosity, logging.DEBUG))
     log.propagate = False
-    if verbosity < VERBOSE:
-        os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
-        if native_stderr:
-            _filter_native_stderr()
 
 
 def quiet() -> bool:
