@@ -44,7 +44,7 @@ def can_unshare() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not can_unshare(), reason="needs root, unshare (network/PID/mount namespaces) and a checkout outside /tmp")
+@pytest.mark.skipif(not can_unshare(), reason="needs root, unshare and a checkout outside /tmp")
 def test_readme_cluster_block_runs_verbatim_with_a_token(tmp_path):
     block = readme_cluster_block()
     assert "ray start --head" in block and "ray job submit" in block and "ray stop" in block
