@@ -10,6 +10,7 @@ test folder, its ports are its own, and the namespace's processes (the head incl
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,8 @@ def test_readme_cluster_block_runs_verbatim_with_a_token(tmp_path):
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-5000:]
     assert "Missing authentication token" not in log
-    assert "succeeded" in log and "Stopped all" in log, log[-3000:]
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", log), log[-3000:]
+    # ray stop ran (on a busy machine it may escalate to SIGKILL after its grace period: still stopped)
+    assert re.search(r"Stopped (all|only) \d+", log), log[-3000:]
     with h5py.File(tmp_path / "spinlock-q" / "dataset.h5", "r") as f:
         assert f["status"].shape[0] == 256  # configs/quickstart.yaml: num_operators 256
