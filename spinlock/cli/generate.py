@@ -29,24 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     from pathlib import Path
 
+    from spinlock import logs
     from spinlock.config import load_config
     from spinlock.distributed.driver import generate
 
     cfg = load_config(args.config, args.overrides)
     out = args.out if args.out else Path("runs") / cfg.name
-    logger = logging.getLogger("spinlock")
-    handler = logging.StreamHandler()  # run summary lines (retry warnings show regardless)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        path = generate(cfg, out, address=args.address, workers=args.workers)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    path = generate(cfg, out, address=args.address, workers=args.workers, show_progress=not logs.quiet())
     print(f"dataset: {path}")
     return 0

@@ -21,12 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from spinlock import logs
     from spinlock.config import load_config
     from spinlock.pipeline import run_pipeline
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    summary = run_pipeline(cfg, out, address=args.address, workers=args.workers)
+    summary = run_pipeline(cfg, out, address=args.address, workers=args.workers, show_progress=not logs.quiet())
     secs = summary["seconds"]
     print(f"dataset:   {summary['dataset']}")
     print(f"tokenizer: {out / 'tokenizer'}")

@@ -19,6 +19,7 @@ import ray
 
 from spinlock.config.distributed import DistributedConfig
 from spinlock.errors import SpinlockError
+from spinlock.logs import ray_output
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def ray_session(address: str | None = None) -> Iterator[bool]:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
-        ray.init(address=address)
+        with ray_output() as options:
+            ray.init(address=address, **options)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
         raise SpinlockError(f"could not connect to {where}: {e}") from None

@@ -65,6 +65,7 @@ FAULT_EPOCH = 1
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+_stage_log = logging.getLogger("spinlock.tokenize")  # the stage's lines (the CLI shows them; -q hides them)
 
 
 class TrainingError(SpinlockError):
@@ -349,7 +350,7 @@ def quiet_ray_data() -> None:
 
 
 def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_hash: str,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = _stage_log.info) -> dict:
     """The tokenize stage on a run directory (Ray must be initialised). Returns the summary dict.
 
     ``config_hash`` is the run's (``spinlock.config.config_hash``); combined with the seed and the
@@ -437,7 +438,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
 
 
 def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
-               log: Callable[[str], None] = print) -> np.ndarray:
+               log: Callable[[str], None] = _stage_log.info) -> np.ndarray:
     """Tokens for a run directory with an already trained tokenizer (Ray must be initialised)."""
     quiet_ray_data()
     out = Path(out_dir).resolve()
