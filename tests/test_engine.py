@@ -8,7 +8,8 @@ import torch
 from conftest import tiny_config
 
 from spinlock.generate import build_batch
-from spinlock.operators.dynamics import schedule_factor
+from spinlock.operators import cnn
+from spinlock.operators.dynamics import BatchDynamics, schedule_factor
 from spinlock.operators.registry import get_family
 from spinlock.rollout.engine import RolloutEngine
 from spinlock.sampling.space import sample
@@ -92,7 +93,6 @@ def test_noise_depends_on_step_and_type():
     cfg = tiny_config(**{"simulation.steps": 6, "simulation.grid": 32})
     rec = base_record(cfg, noise_level=0.1)
     fam = get_family("cnn")
-    from spinlock.operators.dynamics import BatchDynamics
 
     def noise(**kw):
         d = BatchDynamics([dict(rec, **kw)], [0], 2, cfg.seed, 10, 3, 32, CPU)
@@ -178,8 +178,6 @@ def test_cpu_conv_paths_equal_one_grouped_convolution(monkeypatch, k, width, pad
     """The CPU path (layer-major passes over a few operators, per-operator convolutions, batched matrix
     products for narrow layers) computes the same function as one grouped convolution per layer (the CUDA path), to
     float32 summation-order error, and an operator's result does not depend on its group-mates."""
-    from spinlock.operators import cnn
-
     cfg = tiny_config()
     acts, norms = ["relu", "tanh", "sin", "gelu"], ["none", "instance", "layer", "none"]
     records = [base_record(cfg, kernel_size=k, width=width, depth=3, padding_mode=padding, activation=a,

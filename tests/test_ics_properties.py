@@ -122,7 +122,8 @@ def test_structured_is_binary_with_configured_geometry():
 
 def test_mixed_partition_fraction_and_texture_contrast():
     p = tier0.MixedParams(rough_fraction=(0.4, 0.4), beta_smooth=(4.0, 4.0), beta_rough=(1.0, 1.0))
-    x, mask = tier0.mixed_raw(p, keys(4), 1, 64, CPU, return_mask=True)
+    x = tier0.mixed_raw(p, keys(4), 1, 64, CPU)
+    _, _, mask = tier0.mixed_layers(p, keys(4), 1, 64, CPU)
     assert torch.allclose((mask > 0.5).double().mean((-2, -1)), torch.full((4, 1), 0.4, dtype=torch.float64), atol=0.01)
     lap = x.roll(1, -1) + x.roll(-1, -1) + x.roll(1, -2) + x.roll(-1, -2) - 4 * x
     for b in range(4):
@@ -153,7 +154,8 @@ def test_localized_single_blob_width():
 
 def test_composite_signal_to_noise_ratio():
     p = tier0.CompositeParams(waves=(2, 2), wavenumber=(6.0, 6.0), snr=(3.0, 3.0), noise_beta=(2.0, 2.0))
-    x, (ky, kx, active) = tier0.composite_raw(p, keys(8), 1, 64, CPU, return_modes=True)
+    x = tier0.composite_raw(p, keys(8), 1, 64, CPU)
+    ky, kx, _ = tier0.composite_modes(p, keys(8), 1, 64, CPU)
     spec = torch.fft.fft2(x.double()).abs() ** 2
     fractions = []
     for b in range(8):
@@ -212,7 +214,8 @@ def test_thermal_gradient_ramp_variance_fraction():
 def test_morphogen_exponential_decay_length():
     for source in ("point", "line"):
         p = tier1.MorphogenParams(sources=[source], decay_length=(0.1, 0.1), noise=(0.0, 0.0))
-        c, d = tier1.morphogen_gradient_raw(p, keys(4), 1, 64, CPU, return_distance=True)
+        c = tier1.morphogen_gradient_raw(p, keys(4), 1, 64, CPU)
+        d = tier1.morphogen_distance(p, keys(4), 1, 64, CPU)
         sel = d < 0.4
         slope = np.polyfit(d[sel].numpy(), np.log(c.double()[sel].numpy()), 1)[0]
         assert -1.0 / slope == pytest.approx(0.1, rel=0.01)
@@ -229,17 +232,18 @@ def test_reaction_front_tanh_width(geometry, tol):
 # ---------------------------------------------------------------- tier 2
 def test_light_cone_causal_support_and_doppler():
     p = tier2.LightConeParams(speed=(0.6, 0.6), radius=(0.4, 0.4), wavelength=(0.08, 0.08))
-    x, geo = tier2.light_cone_raw(p, keys(2), 1, 128, CPU, return_geometry=True)
+    x = tier2.light_cone_raw(p, keys(2), 1, 128, CPU)
+    geo = tier2.light_cone_emitter(p, keys(2))
     g = 128
     t = torch.arange(g, dtype=torch.float64) / g
     gamma, beta, lam, big_t = 1.25, 0.6, 0.08, 0.4
     for b in range(2):
-        dy = (t[:, None] - geo["apex_y"][b] + 0.5) % 1 - 0.5
-        dx = (t[None, :] - geo["apex_x"][b] + 0.5) % 1 - 0.5
+        dy = (t[:, None] - geo.apex_y[b] + 0.5) % 1 - 0.5
+        dx = (t[None, :] - geo.apex_x[b] + 0.5) % 1 - 0.5
         d = torch.sqrt(dy**2 + dx**2)
         assert (x[b, 0][d > big_t] == 0).all()  # nothing outside the light cone
         assert (x[b, 0][d < big_t - 2 / g] != 0).double().mean() > 0.95
-        ay, ax, ang = float(geo["apex_y"][b]), float(geo["apex_x"][b]), float(geo["angle"][b])
+        ay, ax, ang = float(geo.apex_y[b]), float(geo.apex_x[b]), float(geo.angle[b])
         field = x[b, 0].double().numpy()
         step = 2e-4
         for s0, s1, expected in (
@@ -303,15 +307,22 @@ def _relative_entropy_bits(sym: torch.Tensor, pref: torch.Tensor, levels: int) -
     return float(-(prob * torch.log2(prob)).sum())
 
 
+def _symbols(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Symbol s of each level -1 + 2s/(K-1) (exact: the levels are K apart by 2/(K-1) ≫ float32 rounding)."""
+    return torch.round((x.double() + 1) * (levels - 1) / 2).long()
+
+
 def test_shannon_entropy_matches_its_map():
     p = tier2.EntropyParams(levels=8, entropy=(0.5, 0.5))
-    x, (sym, pref, target) = tier2.shannon_entropy_raw(p, keys(4), 2, 64, CPU, return_parts=True)
+    x = tier2.shannon_entropy_raw(p, keys(4), 2, 64, CPU)
     assert set(torch.unique(x).tolist()) <= {-1 + 2 * s / 7 for s in range(8)} | {
         float(np.float32(-1 + 2 * s / 7)) for s in range(8)
     }
-    assert _relative_entropy_bits(sym, pref, 8) == pytest.approx(1.5, abs=0.03)
+    _, pref = tier2.entropy_maps(p, keys(4), 2, 64)
+    assert _relative_entropy_bits(_symbols(x, 8), pref, 8) == pytest.approx(1.5, abs=0.03)
     varied = tier2.EntropyParams(levels=8, entropy=(0.0, 1.0))
-    _, (sym, pref, target) = tier2.shannon_entropy_raw(varied, keys(2), 1, 128, CPU, return_parts=True)
+    sym = _symbols(tier2.shannon_entropy_raw(varied, keys(2), 1, 128, CPU), 8)
+    target, pref = tier2.entropy_maps(varied, keys(2), 1, 128)
     est, tgt = [], []
     for b in range(2):
         for i in range(0, 128, 8):
@@ -325,10 +336,11 @@ def test_shannon_entropy_matches_its_map():
 # ---------------------------------------------------------------- tier 3
 def test_interference_plane_fringe_spacing():
     p = tier3.InterferenceParams(geometries=["plane"], sources=(2, 2), wavelength=(1 / 16, 1 / 16), angle=(60.0, 60.0))
-    x, geo = tier3.interference_raw(p, keys(4), 1, 64, CPU, return_geometry=True)
+    x = tier3.interference_raw(p, keys(4), 1, 64, CPU)
+    geo = tier3.interference_sources(p, keys(4), 64, CPU)
     spec = torch.fft.fft2(x.double() - x.double().mean((-2, -1), keepdim=True)).abs() ** 2
     for b in range(4):
-        dk = (int(geo["ky"][b, 1] - geo["ky"][b, 0]), int(geo["kx"][b, 1] - geo["kx"][b, 0]))
+        dk = (int(geo.ky[b, 1] - geo.ky[b, 0]), int(geo.kx[b, 1] - geo.kx[b, 0]))
         assert abs(math.hypot(*dk) - 2 * 16 * math.sin(math.radians(30))) <= 1.5  # spacing λ / (2 sin(α/2))
         iy, ix = divmod(int(spec[b, 0].argmax()), 64)
         assert (iy, ix) in {(dk[0] % 64, dk[1] % 64), ((-dk[0]) % 64, (-dk[1]) % 64)}
@@ -336,11 +348,12 @@ def test_interference_plane_fringe_spacing():
 
 def test_interference_point_sources_fringe_period_on_axis():
     p = tier3.InterferenceParams(geometries=["point"], sources=(2, 2), wavelength=(0.08, 0.08), separation=(0.3, 0.3))
-    x, geo = tier3.interference_raw(p, keys(2), 1, 128, CPU, return_geometry=True)
+    x = tier3.interference_raw(p, keys(2), 1, 128, CPU)
+    geo = tier3.interference_sources(p, keys(2), 128, CPU)
     for b in range(2):
-        y0, x0 = float(geo["sy"][b, 0]), float(geo["sx"][b, 0])
-        vy = (float(geo["sy"][b, 1]) - y0 + 0.5) % 1 - 0.5
-        vx = (float(geo["sx"][b, 1]) - x0 + 0.5) % 1 - 0.5
+        y0, x0 = float(geo.sy[b, 0]), float(geo.sx[b, 0])
+        vy = (float(geo.sy[b, 1]) - y0 + 0.5) % 1 - 0.5
+        vx = (float(geo.sx[b, 1]) - x0 + 0.5) % 1 - 0.5
         s = np.arange(0.03, 0.27, 2e-4) / 0.3
         profile = periodic_sample(x[b, 0].double().numpy(), y0 + s * vy, x0 + s * vx)
         window = 200  # one fringe period (0.04 / 2e-4): its moving average is the slowly varying background
@@ -353,10 +366,11 @@ def test_cell_population_hard_core(arrangement):
     p = tier3.CellPopulationParams(
         arrangements=[arrangement], candidates=(80, 80), min_spacing=(0.06, 0.06), radius_ratio=(0.8, 0.8)
     )
-    x, cells = tier3.cell_population_raw(p, keys(6), 2, 64, CPU, return_cells=True)
+    x = tier3.cell_population_raw(p, keys(6), 2, 64, CPU)
+    cells = tier3.cell_population_cells(p, keys(6), CPU)
     for b in range(6):
-        keep = cells["keep"][b]
-        cy, cx = cells["cy"][b][keep], cells["cx"][b][keep]
+        keep = cells.keep[b]
+        cy, cx = cells.cy[b][keep], cells.cx[b][keep]
         assert keep.sum() >= 2
         dy = (cy[:, None] - cy[None, :] + 0.5) % 1 - 0.5
         dx = (cx[:, None] - cx[None, :] + 0.5) % 1 - 0.5
@@ -374,11 +388,11 @@ def test_cell_population_clustering_shortens_neighbour_distances():
             clusters=(3, 3),
             cluster_spread=(0.05, 0.05),
         )
-        _, cells = tier3.cell_population_raw(p, keys(8), 1, 32, CPU, return_cells=True)
+        cells = tier3.cell_population_cells(p, keys(8), CPU)
         out = []
         for b in range(8):
-            keep = cells["keep"][b]
-            cy, cx = cells["cy"][b][keep], cells["cx"][b][keep]
+            keep = cells.keep[b]
+            cy, cx = cells.cy[b][keep], cells.cx[b][keep]
             d = torch.sqrt(((cy[:, None] - cy + 0.5) % 1 - 0.5) ** 2 + ((cx[:, None] - cx + 0.5) % 1 - 0.5) ** 2)
             out.append(float((d + 9 * torch.eye(len(cy), dtype=torch.float64)).min(1).values.mean()))
         return np.mean(out)
@@ -395,13 +409,14 @@ def test_chromatin_symmetry_decay_and_compartments():
     assert np.polyfit(np.log1p(s), diag, 1)[0] == pytest.approx(-1.0, abs=0.03)
 
     comp = dict(base, compartment_strength=(0.5, 0.5), domains=(8, 8))
-    x, parts = tier3.chromatin_domain_raw(tier3.ChromatinParams(**comp), keys(4), 1, 64, CPU, return_parts=True)
+    x = tier3.chromatin_domain_raw(tier3.ChromatinParams(**comp), keys(4), 1, 64, CPU)
+    architecture = tier3.chromatin_architecture(tier3.ChromatinParams(**comp), keys(4), 1, 64, CPU)
     n = 64
     i = torch.arange(n)
     sep = (i[:, None] - i[None, :]).abs()
     dist = torch.minimum(sep, n - sep)
     for b in range(4):
-        labels = parts["labels"][b, 0]
+        labels = architecture.labels[b, 0]
         if labels.abs().sum() == abs(labels.sum()):
             continue  # every TAD in one compartment: nothing to recover
         contacts = torch.exp(x[b, 0].double())
@@ -414,11 +429,12 @@ def test_chromatin_symmetry_decay_and_compartments():
 
 def test_shock_front_width_and_jump():
     p = tier3.ShockParams(geometries=["circular"], width=(0.02, 0.02), radius=(0.3, 0.3))
-    u, geo = tier3.shock_front_raw(p, keys(2), 1, 128, CPU, return_geometry=True)
+    u = tier3.shock_front_raw(p, keys(2), 1, 128, CPU)
+    geo = tier3.shock_geometry(p, keys(2), 1, CPU)
     t = torch.arange(128, dtype=torch.float64) / 128
     for b in range(2):
-        dy = (t[:, None] - geo["cy"][b, 0] + 0.5) % 1 - 0.5
-        dx = (t[None, :] - geo["cx"][b, 0] + 0.5) % 1 - 0.5
+        dy = (t[:, None] - geo.cy[b, 0] + 0.5) % 1 - 0.5
+        dx = (t[None, :] - geo.cx[b, 0] + 0.5) % 1 - 0.5
         d = torch.sqrt(dy**2 + dx**2)
         v = u[b, 0].double() / (d / 0.3)  # remove the ramp: what is left is the jump profile
         sel = (v > 0.05) & (v < 0.95) & ((d - 0.3).abs() < 0.1)
@@ -426,9 +442,10 @@ def test_shock_front_width_and_jump():
         assert 1 / slope == pytest.approx(0.02, rel=0.05)
         assert -intercept / slope == pytest.approx(0.3, abs=1 / 128)
     p = tier3.ShockParams(geometries=["planar"], width=(0.01, 0.01), max_lattice=2)
-    u, geo = tier3.shock_front_raw(p, keys(4), 1, 128, CPU, return_geometry=True)
+    u = tier3.shock_front_raw(p, keys(4), 1, 128, CPU)
+    geo = tier3.shock_geometry(p, keys(4), 1, CPU)
     for b in range(4):
-        ny, nx, phase = (float(geo[k][b, 0]) for k in ("ny", "nx", "cx"))
+        ny, nx, phase = (float(v[b, 0]) for v in (geo.ny, geo.nx, geo.cx))
         xi = (ny * t[:, None] + nx * t[None, :] + phase + 0.5) % 1 - 0.5
         jump = 2 * xi - u[b, 0].double()  # remove the ramp (slope 2 per unit of n·r): tanh(x / w) is left
         x_normal = xi / math.hypot(ny, nx)
@@ -439,12 +456,13 @@ def test_shock_front_width_and_jump():
 
 def test_gene_expression_cells_noise_and_french_flag():
     p = tier3.GeneExpressionParams(noise_cv=(0.3, 0.3), hill=(4.0, 4.0), cells_per_side=(10, 10))
-    x, parts = tier3.gene_expression_raw(p, keys(4), 3, 64, CPU, return_parts=True)
+    x = tier3.gene_expression_raw(p, keys(4), 3, 64, CPU)
+    cells, cell_mean = tier3.gene_expression_tissue(p, keys(4), 3, 64, CPU)
     ratios = []
     for b in range(4):
-        cell = parts["cell"][b].flatten()
+        cell = cells[b].flatten()
         for c in range(3):
-            v, m = x[b, c].flatten().double(), parts["mean"][b, c].flatten()
+            v, m = x[b, c].flatten().double(), cell_mean[b, c][cell]  # noise-free expression of each pixel
             lo = torch.full((int(cell.max()) + 1,), math.inf, dtype=torch.float64).scatter_reduce(0, cell, v, "amin")
             hi = torch.full_like(lo, -math.inf).scatter_reduce(0, cell, v, "amax")
             present = torch.isfinite(lo)
@@ -479,13 +497,14 @@ def test_coherent_state_minimum_uncertainty():
 @pytest.mark.parametrize("beta", [0.0, 0.8])
 def test_relativistic_packet_lorentz_contraction(beta):
     p = tier4.RelativisticParams(speed=(beta, beta), rest_width=(0.08, 0.08))
-    psi, geo = tier4.relativistic_psi(p, keys(4), 64, CPU, return_geometry=True)
+    psi = tier4.relativistic_psi(p, keys(4), 64, CPU)
+    geo = tier4.relativistic_packet(p, keys(4))
     for b in range(4):
         _, cov = wrapped_moments(psi[b].abs() ** 2)
         evals, evecs = torch.linalg.eigh(cov)
         assert math.sqrt(evals[0] / evals[1]) == pytest.approx(math.sqrt(1 - beta**2), abs=0.02)
         if beta > 0:  # the short axis is the direction of motion
-            motion = torch.tensor([math.sin(geo["angle"][b]), math.cos(geo["angle"][b])], dtype=torch.float64)
+            motion = torch.tensor([math.sin(geo.angle[b]), math.cos(geo.angle[b])], dtype=torch.float64)
             assert abs(float(evecs[:, 0] @ motion)) > 0.99
 
 
@@ -501,8 +520,9 @@ def test_mutual_information_exact_correlation():
 
 def test_regulatory_network_is_a_steady_state():
     p = tier4.RegulatoryParams(coupling=(0.9, 0.9))
-    x, parts = tier4.regulatory_network_raw(p, keys(2), 4, 32, CPU, return_parts=True)
-    w, u = parts["W"], parts["u"]
+    x = tier4.regulatory_network_raw(p, keys(2), 4, 32, CPU)
+    w, u = tier4.regulatory_system(p, keys(2), 4, 32, CPU)
+    u = u.reshape(2, 4, 32, 32)
     rows = w.abs().sum(-1)
     assert torch.allclose(rows[rows > 0], torch.full_like(rows[rows > 0], 0.9), atol=1e-6)
     residual = x - torch.tanh(torch.einsum("bij,bjhw->bihw", w, x) + u)
@@ -526,21 +546,22 @@ def _periodic_component_size(occ: np.ndarray, start: int) -> int:
 
 def test_dla_single_connected_cluster_of_requested_size():
     p = tier4.DLAParams(size=(0.03, 0.03))
-    _, parts = tier4.dla_cluster_raw(p, keys(4), 1, 64, CPU, return_parts=True)
+    x = tier4.dla_cluster_raw(p, keys(4), 1, 64, CPU)  # one channel: the bare occupancy
+    assert set(torch.unique(x).tolist()) == {0.0, 1.0}
     target = round(0.03 * 64 * 64)
     for b in range(4):
-        occ = parts["occupancy"][b].numpy().astype(bool)
+        occ = x[b, 0].numpy().astype(bool)
         assert occ.sum() == target
-        assert _periodic_component_size(occ, int(parts["seed"][b])) == target
+        assert _periodic_component_size(occ, int(np.flatnonzero(occ)[0])) == target  # one connected cluster
 
 
 def test_dla_screening_makes_branched_clusters():
     def gyration_ratio(screening):
         p = tier4.DLAParams(size=(0.03, 0.03), screening=(screening, screening))
-        _, parts = tier4.dla_cluster_raw(p, keys(4), 1, 128, CPU, return_parts=True)
+        x = tier4.dla_cluster_raw(p, keys(4), 1, 128, CPU)  # one channel: the bare occupancy
         out = []
         for b in range(4):
-            occ = parts["occupancy"][b].double()
+            occ = x[b, 0].double()
             _, cov = wrapped_moments(occ)
             rg2 = float(cov.trace()) * 128**2
             out.append(math.sqrt(rg2 / (occ.sum().item() / (2 * math.pi))))  # compact disc: ratio 1
@@ -552,11 +573,11 @@ def test_dla_screening_makes_branched_clusters():
 
 def test_error_correcting_code_alphabet_parity_and_flip_rate():
     p = tier4.CodeParams(symbol_size=(2, 2), flip_rate=(0.05, 0.05))
-    x, parts = tier4.error_correcting_code_raw(p, keys(8), 2, 64, CPU, return_parts=True)
+    x = tier4.error_correcting_code_raw(p, keys(8), 2, 64, CPU)
     assert set(torch.unique(x).tolist()) == {-1.0, 1.0}
     assert torch.equal(x[..., ::2, ::2], x[..., 1::2, 1::2])  # one value per 2 × 2 symbol
-    clean, noisy = parts["clean"], parts["noisy"]
-    assert (parts["n"] == 32).all()
+    clean, noisy, n = tier4.code_symbols(p, keys(8), 2, 64, CPU)
+    assert (n == 32).all()
     assert (clean.sum(-1) % 2 == 0).all() and (clean.sum(-2) % 2 == 0).all()  # every row/column: even parity
     assert torch.equal(noisy, torch.where(x[..., ::2, ::2] < 0, True, False))
     rate = float((clean ^ noisy).double().mean())

@@ -133,6 +133,23 @@ def splat(cy: torch.Tensor, cx: torch.Tensor, weight: torch.Tensor, grid: int) -
     return out.reshape(b, c, grid, grid)
 
 
+def gaussian_envelope(
+    dy: torch.Tensor, dx: torch.Tensor, angle: torch.Tensor, s_major: torch.Tensor, s_minor: torch.Tensor
+) -> torch.Tensor:
+    """Anisotropic envelope exp(-x'²/4σ₁² - y'²/4σ₂²) (so |envelope|² has stds σ₁, σ₂).
+
+    ``dy, dx`` [..., H, W] (or broadcastable) displacements; ``angle`` (major axis, radians), stds [...].
+    """
+    c, s = torch.cos(angle)[..., None, None], torch.sin(angle)[..., None, None]
+    xp = dx * c + dy * s
+    yp = -dx * s + dy * c
+    return torch.exp(-(xp**2) / (4 * s_major[..., None, None] ** 2) - yp**2 / (4 * s_minor[..., None, None] ** 2))
+
+
+PHASE_CHANNELS = "phase-stepped projections Re(ψ·e^{-iπc/C}) of one complex field (C=2: Re, Im)"
+"""Channel convention of the types that project a complex field with :func:`phase_projections`."""
+
+
 def phase_projections(psi: torch.Tensor, channels: int) -> torch.Tensor:
     """Channels of a complex field: ``Re(ψ e^{-iπc/C})`` for c = 0..C-1, ``psi`` [B, H, W] → [B, C, H, W].
 

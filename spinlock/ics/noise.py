@@ -73,6 +73,20 @@ def unit_variance(y: torch.Tensor) -> torch.Tensor:
     return (y / y.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-30)).float()
 
 
+def quantile_rows(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-field quantile: ``x`` [..., H, W], ``q`` broadcastable to [...] → [..., 1, 1] (kthvalue selection,
+    no size limit, a pure function of each field)."""
+    flat = x.flatten(-2)
+    n = flat.shape[-1]
+    rank = (q.double() * (n - 1)).round().long().clamp(0, n - 1).expand(flat.shape[:-1]).reshape(-1)
+    rows = flat.reshape(-1, n)
+    out = torch.empty(rows.shape[0], dtype=x.dtype, device=x.device)
+    for r in torch.unique(rank).tolist():  # kthvalue needs one k per call; ranks repeat across the batch
+        sel = (rank == r).nonzero()[:, 0]
+        out[sel] = rows[sel].kthvalue(r + 1, dim=-1).values
+    return out.reshape(*flat.shape[:-1], 1, 1)
+
+
 def smooth_random_field(
     rng: BatchRandom, lead: tuple[int, ...], grid: int, sigma: torch.Tensor, sigma_min: float
 ) -> torch.Tensor:

@@ -23,26 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from spinlock.config.parameters import BooleanSpec, ChoiceSpec, ContinuousSpec, IntegerSpec, ParameterSpec
+from spinlock.operators.activations import ACTIVATIONS
+from spinlock.operators.base import BOOLEAN, CATEGORICAL, INTEGRAL, NUMERIC, BatchedGroup, OperatorFamily, ParamRule
 from spinlock.operators.dynamics import COMMON_RULES, default_dynamics_space
-from spinlock.operators.registry import (
-    BOOLEAN,
-    CATEGORICAL,
-    INTEGRAL,
-    NUMERIC,
-    BatchedGroup,
-    OperatorFamily,
-    ParamRule,
-    register_family,
-)
 from spinlock.rng import torch_generator
 
-ACTIVATIONS = {
-    "relu": (F.relu, math.sqrt(2.0)),
-    "gelu": (F.gelu, math.sqrt(2.0)),
-    "silu": (F.silu, math.sqrt(2.0)),
-    "tanh": (torch.tanh, 5.0 / 3.0),
-    "sin": (torch.sin, 1.0),
-}
 NORMALIZATIONS = ("none", "instance", "layer")
 PADDING_MODES = ("circular", "reflect", "replicate", "zeros")
 EPS = 1e-5
@@ -270,6 +255,3 @@ class CNNFamily(OperatorFamily):
             "effective_depth": float(d),
             "weight_gain": float(record["weight_scale"]) * ACTIVATIONS[record["activation"]][1],
         }
-
-
-CNN = register_family(CNNFamily())

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from spinlock.config.parameters import ChoiceSpec, ContinuousSpec, ParameterSpec
-from spinlock.operators.registry import CATEGORICAL, NUMERIC, ParamRule
+from spinlock.operators.base import CATEGORICAL, NUMERIC, ParamRule
 from spinlock.rng import BatchRandom, derive_key
 
 NOISE_TYPES = ("gaussian", "laplace", "correlated", "multiplicative")

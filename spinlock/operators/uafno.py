@@ -53,17 +53,9 @@ import torch
 import torch.nn.functional as F
 
 from spinlock.config.parameters import ChoiceSpec, ContinuousSpec, IntegerSpec, ParameterSpec
-from spinlock.operators.cnn import ACTIVATIONS
+from spinlock.operators.activations import ACTIVATIONS
+from spinlock.operators.base import CATEGORICAL, INTEGRAL, NUMERIC, BatchedGroup, OperatorFamily, ParamRule
 from spinlock.operators.dynamics import COMMON_RULES, default_dynamics_space
-from spinlock.operators.registry import (
-    CATEGORICAL,
-    INTEGRAL,
-    NUMERIC,
-    BatchedGroup,
-    OperatorFamily,
-    ParamRule,
-    register_family,
-)
 from spinlock.rng import torch_generator
 
 MAX_CHANNELS = 256
@@ -402,7 +394,3 @@ class UAFNOFamily(OperatorFamily):
             "effective_depth": float(2 * L + 4),
             "weight_gain": float(record["weight_scale"]) * ACTIVATIONS[record["activation"]][1],
         }
-
-
-
-UAFNO = register_family(UAFNOFamily())

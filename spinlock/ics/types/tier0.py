@@ -1,7 +1,7 @@
 """Tier 0 — baseline IC types: random fields and simple geometric patterns.
 
-Every ``*_raw`` function returns the unstandardised field [B, C, H, W] (what the property tests
-measure); the registered generator standardises it (zero mean, unit std per sample and channel).
+Each type registers its unstandardised core ``*_raw`` [B, C, H, W] (what the property tests measure);
+:func:`spinlock.ics.generate_ic` standardises it.
 """
 
 from __future__ import annotations
@@ -11,26 +11,12 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from spinlock.ics.base import register, standardize
 from spinlock.ics.geometry import coords, integer_wavevector, plane_phase, sq_distance, wrap
-from spinlock.ics.noise import smooth_random_field, white_noise
+from spinlock.ics.noise import quantile_rows, smooth_random_field, white_noise
 from spinlock.ics.params import ICParams, choices, draw, draw_choice, draw_int, ispan, span
-from spinlock.ics.registry import register, standardize
 from spinlock.ics.spectral import TWO_PI, filtered_noise, power_law_amplitude, rfft_weights, wavevectors
 from spinlock.rng import BatchRandom
-
-
-def quantile_rows(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Per-field quantile: ``x`` [..., H, W], ``q`` broadcastable to [...] → [..., 1, 1] (kthvalue selection,
-    no size limit, a pure function of each field)."""
-    flat = x.flatten(-2)
-    n = flat.shape[-1]
-    rank = (q.double() * (n - 1)).round().long().clamp(0, n - 1).expand(flat.shape[:-1]).reshape(-1)
-    rows = flat.reshape(-1, n)
-    out = torch.empty(rows.shape[0], dtype=x.dtype, device=x.device)
-    for r in torch.unique(rank).tolist():  # kthvalue needs one k per call; ranks repeat across the batch
-        sel = (rank == r).nonzero()[:, 0]
-        out[sel] = rows[sel].kthvalue(r + 1, dim=-1).values
-    return out.reshape(*flat.shape[:-1], 1, 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -39,23 +25,17 @@ class GRFParams(ICParams):
     """Spectral slope: isotropic power spectrum P(k) ∝ |k|^-beta (k in cycles per domain)."""
 
 
-def gaussian_random_field_raw(
-    p: GRFParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    white = white_noise(rng, channels, grid, grid)
-    return filtered_noise(white, power_law_amplitude(grid, p.beta, device))
-
-
 @register(
     "gaussian_random_field",
     tier=0,
     params=GRFParams,
     description="Stationary Gaussian random field with power spectrum P(k) ∝ k^-beta.",
 )
-def gaussian_random_field(
+def gaussian_random_field_raw(
     p: GRFParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(gaussian_random_field_raw(p, rng, channels, grid, device))
+    white = white_noise(rng, channels, grid, grid)
+    return filtered_noise(white, power_law_amplitude(grid, p.beta, device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,6 +54,12 @@ class StructuredParams(ICParams):
     """Smoothing length of the noise whose level set bounds the blobs, fraction of the domain. Log-uniform."""
 
 
+@register(
+    "structured",
+    tier=0,
+    params=StructuredParams,
+    description="Binary geometric patterns: unions of discs, square-wave stripes or level-set blobs.",
+)
 def structured_raw(
     p: StructuredParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -104,16 +90,6 @@ def structured_raw(
     return out.gather(2, table[kind][:, :, None, None, None].expand(-1, -1, 1, grid, grid))[:, :, 0]
 
 
-@register(
-    "structured",
-    tier=0,
-    params=StructuredParams,
-    description="Binary geometric patterns: unions of discs, square-wave stripes or level-set blobs.",
-)
-def structured(p: StructuredParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(structured_raw(p, rng, channels, grid, device))
-
-
 # --------------------------------------------------------------------------------------------------
 class MixedParams(ICParams):
     beta_smooth: span(0.0, 8.0) = (3.5, 4.5)
@@ -126,13 +102,11 @@ class MixedParams(ICParams):
     """Smoothing length of the noise whose level set separates the regions, fraction of the domain. Log-uniform."""
 
 
-def mixed_raw(
-    p: MixedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_mask: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Rough and smooth GRFs blended by a soft partition mask shared by all channels.
-
-    Returns [B, C, H, W] (and the mask [B, 1, H, W] in [0, 1], 1 = rough, with ``return_mask``).
-    """
+def mixed_layers(
+    p: MixedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two textures and their partition: ``(smooth, rough)`` [B, C, H, W] standardised GRFs and the
+    soft mask [B, 1, H, W] in [0, 1] (1 = rough) shared by all channels."""
     bs = draw(rng, p.beta_smooth, channels)
     br = draw(rng, p.beta_rough, channels)
     frac = draw(rng, p.rough_fraction)
@@ -143,8 +117,7 @@ def mixed_raw(
     rough_f = standardize(filtered_noise(w_rough, power_law_amplitude(grid, br, device)))
     thr = quantile_rows(g, 1.0 - frac[:, None])
     mask = torch.sigmoid((g - thr) / 0.1)  # transition over ~0.1 std of g: a few cells wide
-    out = mask * rough_f + (1.0 - mask) * smooth_f
-    return (out, mask) if return_mask else out
+    return smooth_f, rough_f, mask
 
 
 @register(
@@ -154,8 +127,10 @@ def mixed_raw(
     description="Smooth and rough Gaussian textures side by side, split by a random soft partition.",
     channels="independent textures inside one partition shared by all channels",
 )
-def mixed(p: MixedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(mixed_raw(p, rng, channels, grid, device))
+def mixed_raw(p: MixedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
+    """Rough and smooth GRFs blended by the mask of :func:`mixed_layers`: [B, C, H, W]."""
+    smooth_f, rough_f, mask = mixed_layers(p, rng, channels, grid, device)
+    return mask * rough_f + (1.0 - mask) * smooth_f
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,6 +160,12 @@ def band_index(grid: int, k0: torch.Tensor, device: torch.device) -> torch.Tenso
     return torch.where(k2 > 0, j, torch.full_like(j, -1)).long()[:, None]
 
 
+@register(
+    "multiscale_grf",
+    tier=0,
+    params=MultiscaleParams,
+    description="Sum of octave-band Gaussian fields with a set variance ratio between octaves.",
+)
 def multiscale_grf_raw(
     p: MultiscaleParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -203,18 +184,6 @@ def multiscale_grf_raw(
     return torch.fft.irfft2(spec * gain, s=(grid, grid)).float()
 
 
-@register(
-    "multiscale_grf",
-    tier=0,
-    params=MultiscaleParams,
-    description="Sum of octave-band Gaussian fields with a set variance ratio between octaves.",
-)
-def multiscale_grf(
-    p: MultiscaleParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    return standardize(multiscale_grf_raw(p, rng, channels, grid, device))
-
-
 # --------------------------------------------------------------------------------------------------
 class LocalizedParams(ICParams):
     count: ispan(1, 32) = (1, 8)
@@ -225,6 +194,12 @@ class LocalizedParams(ICParams):
     """Random sign per blob (False: all blobs positive)."""
 
 
+@register(
+    "localized",
+    tier=0,
+    params=LocalizedParams,
+    description="A few isolated Gaussian blobs of random position, width and sign on a flat background.",
+)
 def localized_raw(p: LocalizedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
     """Sum of periodic Gaussians a·exp(-|r-c|²/2σ²), |a| in [0.5, 1]; [B, C, H, W]."""
     n = p.count[1]
@@ -241,16 +216,6 @@ def localized_raw(p: LocalizedParams, rng: BatchRandom, channels: int, grid: int
     return torch.einsum("bcnh,bcnw->bchw", gy * a[..., None], gx).float()  # separable: one matmul
 
 
-@register(
-    "localized",
-    tier=0,
-    params=LocalizedParams,
-    description="A few isolated Gaussian blobs of random position, width and sign on a flat background.",
-)
-def localized(p: LocalizedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(localized_raw(p, rng, channels, grid, device))
-
-
 # --------------------------------------------------------------------------------------------------
 class CompositeParams(ICParams):
     waves: ispan(1, 8) = (1, 4)
@@ -263,30 +228,17 @@ class CompositeParams(ICParams):
     """Spectral slope of the Gaussian noise."""
 
 
-def composite_raw(
-    p: CompositeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_modes: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """sqrt(snr)·pattern + noise, both unit variance; [B, C, H, W] (and the wavevectors
-    ``(ky, kx, active)`` [B, C, N] with ``return_modes``)."""
+def composite_modes(
+    p: CompositeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pattern's plane waves (the first draws of :func:`composite_raw`): integer wavevectors
+    ``(ky, kx)`` [B, C, N] float64 and ``active`` [B, C, N] bool (N = the span's maximum)."""
     n = p.waves[1]
     count = draw_int(rng, p.waves, channels)
     k = draw(rng, p.wavenumber, channels)
     angle = rng.uniform64(channels, n) * TWO_PI
-    phase = rng.uniform64(channels, n) * TWO_PI
-    snr = draw(rng, p.snr, channels)
-    beta = draw(rng, p.noise_beta, channels)
-    white = white_noise(rng, channels, grid, grid)
     ky, kx = integer_wavevector(k[..., None].expand(-1, -1, n), angle, grid / 2 - 1)
-    active = torch.arange(n, device=device) < count[..., None]
-    # Σ_j cos(2π(ky y + kx x) + φ_j) = Re Σ_j Y_j(y) X_j(x): separable, so one batched matmul over j
-    y, x = coords(grid, device)
-    wy = torch.exp(1j * (TWO_PI * ky[..., None] * y[:, 0] + phase[..., None])) * active[..., None]  # [B, C, N, H]
-    wx = torch.exp(1j * TWO_PI * kx[..., None] * x[0])  # [B, C, N, W]
-    waves = torch.einsum("bcnh,bcnw->bchw", wy, wx).real
-    pattern = standardize(waves)
-    noise = standardize(filtered_noise(white, power_law_amplitude(grid, beta, device)))
-    out = (torch.sqrt(snr)[..., None, None] * pattern + noise).float()
-    return (out, (ky, kx, active)) if return_modes else out
+    return ky, kx, torch.arange(n, device=device) < count[..., None]
 
 
 @register(
@@ -295,8 +247,21 @@ def composite_raw(
     params=CompositeParams,
     description="A plane-wave pattern plus power-law Gaussian noise at a set signal-to-noise ratio.",
 )
-def composite(p: CompositeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(composite_raw(p, rng, channels, grid, device))
+def composite_raw(p: CompositeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
+    """sqrt(snr)·pattern + noise, both unit variance; [B, C, H, W] (modes from :func:`composite_modes`)."""
+    ky, kx, active = composite_modes(p, rng, channels, grid, device)
+    phase = rng.uniform64(channels, p.waves[1]) * TWO_PI
+    snr = draw(rng, p.snr, channels)
+    beta = draw(rng, p.noise_beta, channels)
+    white = white_noise(rng, channels, grid, grid)
+    # Σ_j cos(2π(ky y + kx x) + φ_j) = Re Σ_j Y_j(y) X_j(x): separable, so one batched matmul over j
+    y, x = coords(grid, device)
+    wy = torch.exp(1j * (TWO_PI * ky[..., None] * y[:, 0] + phase[..., None])) * active[..., None]  # [B, C, N, H]
+    wx = torch.exp(1j * TWO_PI * kx[..., None] * x[0])  # [B, C, N, W]
+    waves = torch.einsum("bcnh,bcnw->bchw", wy, wx).real
+    pattern = standardize(waves)
+    noise = standardize(filtered_noise(white, power_law_amplitude(grid, beta, device)))
+    return (torch.sqrt(snr)[..., None, None] * pattern + noise).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,6 +274,12 @@ class HeavyTailedParams(ICParams):
     """Fraction of cells holding an impulse (one impulse is always present). Log-uniform."""
 
 
+@register(
+    "heavy_tailed",
+    tier=0,
+    params=HeavyTailedParams,
+    description="Power-law spectrum field built from sparse Pareto impulses: intermittent, heavy-tailed.",
+)
 def heavy_tailed_raw(
     p: HeavyTailedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -322,15 +293,3 @@ def heavy_tailed_raw(
     mag = u_mag ** (-1.0 / alpha[..., None, None])
     impulses = torch.where(u_sign < 0.5, -mag, mag) * present
     return filtered_noise(impulses, power_law_amplitude(grid, p.beta, device))
-
-
-@register(
-    "heavy_tailed",
-    tier=0,
-    params=HeavyTailedParams,
-    description="Power-law spectrum field built from sparse Pareto impulses: intermittent, heavy-tailed.",
-)
-def heavy_tailed(
-    p: HeavyTailedParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    return standardize(heavy_tailed_raw(p, rng, channels, grid, device))

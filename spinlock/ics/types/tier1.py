@@ -1,7 +1,7 @@
 """Tier 1 — foundational IC types: wave packets, Turing patterns, gradients and fronts.
 
-``*_raw`` functions return unstandardised fields (what the property tests measure); the registered
-generators standardise them.
+Each type registers its unstandardised core ``*_raw`` [B, C, H, W] (what the property tests measure);
+:func:`spinlock.ics.generate_ic` standardises it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from spinlock.ics.base import register
 from spinlock.ics.geometry import (
+    PHASE_CHANNELS,
     distance,
+    gaussian_envelope,
     integer_wavevector,
     lattice_coordinate,
     offsets,
@@ -24,24 +27,8 @@ from spinlock.ics.geometry import (
 )
 from spinlock.ics.noise import lowpass_noise, smooth_random_field, unit_variance
 from spinlock.ics.params import ICParams, choices, draw, draw_choice, draw_int, ispan, span
-from spinlock.ics.registry import register, standardize
 from spinlock.ics.spectral import TWO_PI
 from spinlock.rng import BatchRandom
-
-PHASE_CHANNELS = "phase-stepped projections Re(ψ·e^{-iπc/C}) of one complex field (C=2: Re, Im)"
-
-
-def gaussian_envelope(
-    dy: torch.Tensor, dx: torch.Tensor, angle: torch.Tensor, s_major: torch.Tensor, s_minor: torch.Tensor
-) -> torch.Tensor:
-    """Anisotropic envelope exp(-x'²/4σ₁² - y'²/4σ₂²) (so |envelope|² has stds σ₁, σ₂).
-
-    ``dy, dx`` [..., H, W] (or broadcastable) displacements; ``angle`` (major axis, radians), stds [...].
-    """
-    c, s = torch.cos(angle)[..., None, None], torch.sin(angle)[..., None, None]
-    xp = dx * c + dy * s
-    yp = -dx * s + dy * c
-    return torch.exp(-(xp**2) / (4 * s_major[..., None, None] ** 2) - yp**2 / (4 * s_minor[..., None, None] ** 2))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,10 +72,10 @@ def wave_packet_psi(p: WavePacketParams, rng: BatchRandom, grid: int, device: to
     description="Superposed (possibly squeezed) Gaussian wave packets with integer carrier wavevectors.",
     channels=PHASE_CHANNELS,
 )
-def quantum_wave_packet(
+def quantum_wave_packet_raw(
     p: WavePacketParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(phase_projections(wave_packet_psi(p, rng, grid, device), channels))
+    return phase_projections(wave_packet_psi(p, rng, grid, device), channels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,6 +90,12 @@ class TuringParams(ICParams):
     """Phase modulation of stripes, radians (smooth noise on the scale 2λ bends the stripes)."""
 
 
+@register(
+    "turing_pattern",
+    tier=1,
+    params=TuringParams,
+    description="Saturated Turing patterns (hexagonal spots, wavy stripes, labyrinths) at wavelength λ.",
+)
 def turing_pattern_raw(
     p: TuringParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -138,16 +131,6 @@ def turing_pattern_raw(
     return torch.where(s > 0, torch.tanh(s * u) / s.clamp_min(1e-6), u)
 
 
-@register(
-    "turing_pattern",
-    tier=1,
-    params=TuringParams,
-    description="Saturated Turing patterns (hexagonal spots, wavy stripes, labyrinths) at wavelength λ.",
-)
-def turing_pattern(p: TuringParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(turing_pattern_raw(p, rng, channels, grid, device))
-
-
 # --------------------------------------------------------------------------------------------------
 class ThermalParams(ICParams):
     max_lattice: int = Field(1, ge=1, le=4)
@@ -159,6 +142,12 @@ class ThermalParams(ICParams):
     """Correlation (blur) length of the fluctuations, fraction of the domain. Log-uniform."""
 
 
+@register(
+    "thermal_gradient",
+    tier=1,
+    params=ThermalParams,
+    description="Linear temperature ramp between periodic hot and cold lines plus small thermal noise.",
+)
 def thermal_gradient_raw(
     p: ThermalParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -173,18 +162,6 @@ def thermal_gradient_raw(
     return (ramp + fl[..., None, None] / math.sqrt(3.0) * noise).float()
 
 
-@register(
-    "thermal_gradient",
-    tier=1,
-    params=ThermalParams,
-    description="Linear temperature ramp between periodic hot and cold lines plus small thermal noise.",
-)
-def thermal_gradient(
-    p: ThermalParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    return standardize(thermal_gradient_raw(p, rng, channels, grid, device))
-
-
 # --------------------------------------------------------------------------------------------------
 class MorphogenParams(ICParams):
     sources: choices(Literal["point", "line"]) = ["point", "line"]
@@ -197,31 +174,20 @@ class MorphogenParams(ICParams):
     """Correlation length of that noise, fraction of the domain. Log-uniform."""
 
 
-def morphogen_gradient_raw(
-    p: MorphogenParams,
-    rng: BatchRandom,
-    channels: int,
-    grid: int,
-    device: torch.device,
-    return_distance: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Concentration exp(-d/λ)·exp(σn - σ²/2) [B, C, H, W] (and d with ``return_distance``)."""
+def morphogen_distance(
+    p: MorphogenParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> torch.Tensor:
+    """Distance d [B, C, H, W] float64 from every cell to its channel's source, a point or a lattice line
+    (the first draws of :func:`morphogen_gradient_raw`)."""
     c = channels
     kind = draw_choice(rng, p.sources, c)
     cy, cx = rng.uniform64(c), rng.uniform64(c)
     ny, nx = random_lattice_direction(rng, 1, c)
-    lam = draw(rng, p.decay_length, c, log=True)
-    sig = draw(rng, p.noise, c)
-    scale = draw(rng, p.noise_scale, c, log=True)
-    noise = smooth_random_field(rng, (c,), grid, scale, p.noise_scale[0])
     names = ["point", "line"]
     is_line = torch.tensor([names.index(n) for n in p.sources], device=device)[kind] == 1
     d_point = distance(cy, cx, grid)
     d_line = lattice_coordinate(ny, nx, cx, grid).abs() / torch.sqrt(ny**2 + nx**2)[..., None, None]
-    d = torch.where(is_line[..., None, None], d_line, d_point)
-    s = sig[..., None, None]
-    out = (torch.exp(-d / lam[..., None, None]) * torch.exp(s * noise - s**2 / 2)).float()
-    return (out, d) if return_distance else out
+    return torch.where(is_line[..., None, None], d_line, d_point)
 
 
 @register(
@@ -231,10 +197,18 @@ def morphogen_gradient_raw(
     description="Exponentially decaying morphogen concentration from a point or line source.",
     channels="independent morphogens (own source, decay length and noise) per channel",
 )
-def morphogen_gradient(
+def morphogen_gradient_raw(
     p: MorphogenParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(morphogen_gradient_raw(p, rng, channels, grid, device))
+    """Concentration exp(-d/λ)·exp(σn - σ²/2) [B, C, H, W], d from :func:`morphogen_distance`."""
+    c = channels
+    d = morphogen_distance(p, rng, c, grid, device)
+    lam = draw(rng, p.decay_length, c, log=True)
+    sig = draw(rng, p.noise, c)
+    scale = draw(rng, p.noise_scale, c, log=True)
+    noise = smooth_random_field(rng, (c,), grid, scale, p.noise_scale[0])
+    s = sig[..., None, None]
+    return (torch.exp(-d / lam[..., None, None]) * torch.exp(s * noise - s**2 / 2)).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,6 +225,12 @@ class ReactionFrontParams(ICParams):
     """Irregular: relative amplitude of the radius modulation R(θ) = R0(1 + Σ_m a_m cos(mθ+φ_m))."""
 
 
+@register(
+    "reaction_front",
+    tier=1,
+    params=ReactionFrontParams,
+    description="A reacted region bounded by a tanh front of width w: planar band, circle or rough blob.",
+)
 def reaction_front_raw(
     p: ReactionFrontParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -289,15 +269,3 @@ def reaction_front_raw(
     table = torch.tensor([names.index(n) for n in p.geometries], device=device)[kind][..., None, None]
     phi = torch.where(table == 0, phi_planar, torch.where(table == 1, phi_circ, phi_irr))
     return tanh_profile(phi, w).float()
-
-
-@register(
-    "reaction_front",
-    tier=1,
-    params=ReactionFrontParams,
-    description="A reacted region bounded by a tanh front of width w: planar band, circle or rough blob.",
-)
-def reaction_front(
-    p: ReactionFrontParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    return standardize(reaction_front_raw(p, rng, channels, grid, device))

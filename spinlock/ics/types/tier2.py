@@ -1,24 +1,23 @@
 """Tier 2 — specialized IC types: causal wavefronts, critical fluctuations, phase boundaries,
 excitable waves and controlled local entropy.
 
-``*_raw`` functions return unstandardised fields (what the property tests measure); the registered
-generators standardise them.
+Each type registers its unstandardised core ``*_raw`` [B, C, H, W] (what the property tests measure);
+:func:`spinlock.ics.generate_ic` standardises it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from pydantic import Field
 
+from spinlock.ics.base import register
 from spinlock.ics.geometry import coords, offsets, sq_distance, tanh_profile
-from spinlock.ics.noise import smooth_random_field, white_noise
+from spinlock.ics.noise import quantile_rows, smooth_random_field, white_noise
 from spinlock.ics.params import ICParams, choices, draw, draw_choice, draw_int, ispan, span
-from spinlock.ics.registry import register, standardize
 from spinlock.ics.spectral import TWO_PI, filtered_noise, spectral_gradient, wavenumbers
-from spinlock.ics.types.tier0 import quantile_rows
 from spinlock.rng import BatchRandom
 
 
@@ -33,28 +32,49 @@ class LightConeParams(ICParams):
     """Rest-frame emission wavelength λ0 = c/f0, fraction of the domain. Log-uniform."""
 
 
-def light_cone_raw(
-    p: LightConeParams,
-    rng: BatchRandom,
-    channels: int,
-    grid: int,
-    device: torch.device,
-    return_geometry: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Field of a uniformly moving emitter, evaluated at its retarded time; zero outside the cone.
+class Emitter(NamedTuple):
+    """The light-cone emitter of each sample, every field [B] float64 in domain units (c = 1): the apex where
+    it was switched on, its direction of motion (radians), speed β = v/c, the time T since switch-on (the
+    cone's radius cT) and its rest-frame wavelength λ0."""
 
-    For a cell at displacement d from the apex, the retarded emission time t solves
-    ``(T - t)² = |d - v t|²``; the emitter's proper time there is ``t/γ``, so the field is
-    ``sin(2π t / (γ λ0)) / sqrt(1 + (T - t)/λ0)`` for ``t ≥ 0`` and exactly 0 otherwise. Along the
-    motion the wavelength is ``γ λ0 (1 - β)`` ahead and ``γ λ0 (1 + β)`` behind (relativistic Doppler).
-    Channel c is the snapshot at ``T_c = T (1 - c / 2C)`` (the same emitter, earlier).
-    Returns [B, C, H, W] (and ``dict(apex_y, apex_x, angle, beta, T, lam)`` with ``return_geometry``).
-    """
+    apex_y: torch.Tensor
+    apex_x: torch.Tensor
+    angle: torch.Tensor
+    beta: torch.Tensor
+    duration: torch.Tensor
+    wavelength: torch.Tensor
+
+
+def light_cone_emitter(p: LightConeParams, rng: BatchRandom) -> Emitter:
+    """The emitter of each sample (every draw :func:`light_cone_raw` makes)."""
     cy, cx = rng.uniform64(), rng.uniform64()
     angle = rng.uniform64() * TWO_PI
     beta = draw(rng, p.speed)
     t_obs = draw(rng, p.radius)
     lam = draw(rng, p.wavelength, log=True)
+    return Emitter(cy, cx, angle, beta, t_obs, lam)
+
+
+@register(
+    "light_cone",
+    tier=2,
+    params=LightConeParams,
+    description="Waves of a moving emitter inside its light cone: causal support, relativistic Doppler.",
+    channels="snapshots of one emitter at times T(1 - c/2C)",
+)
+def light_cone_raw(
+    p: LightConeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> torch.Tensor:
+    """Field of a uniformly moving emitter (:func:`light_cone_emitter`), evaluated at its retarded time;
+    zero outside the cone.
+
+    For a cell at displacement d from the apex, the retarded emission time t solves
+    ``(T - t)² = |d - v t|²``; the emitter's proper time there is ``t/γ``, so the field is
+    ``sin(2π t / (γ λ0)) / sqrt(1 + (T - t)/λ0)`` for ``t ≥ 0`` and exactly 0 otherwise. Along the
+    motion the wavelength is ``γ λ0 (1 - β)`` ahead and ``γ λ0 (1 + β)`` behind (relativistic Doppler).
+    Channel c is the snapshot at ``T_c = T (1 - c / 2C)`` (the same emitter, earlier). Returns [B, C, H, W].
+    """
+    cy, cx, angle, beta, t_obs, lam = light_cone_emitter(p, rng)
     dy, dx = offsets(cy, cx, grid)  # [B, H, 1], [B, 1, W]
     vy, vx = (beta * torch.sin(angle))[:, None, None], (beta * torch.cos(angle))[:, None, None]
     d2 = dy**2 + dx**2
@@ -71,21 +91,7 @@ def light_cone_raw(
         wave = torch.sin(TWO_PI * tr / (gamma * lam)[:, None, None])
         amp = 1.0 / torch.sqrt(1.0 + (t - tr) / lam[:, None, None])
         out.append(torch.where(tr >= 0, wave * amp, torch.zeros_like(wave)))
-    field = torch.stack(out, dim=1).float()
-    if return_geometry:
-        return field, dict(apex_y=cy, apex_x=cx, angle=angle, beta=beta, T=t_obs, lam=lam)
-    return field
-
-
-@register(
-    "light_cone",
-    tier=2,
-    params=LightConeParams,
-    description="Waves of a moving emitter inside its light cone: causal support, relativistic Doppler.",
-    channels="snapshots of one emitter at times T(1 - c/2C)",
-)
-def light_cone(p: LightConeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(light_cone_raw(p, rng, channels, grid, device))
+    return torch.stack(out, dim=1).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,24 +110,18 @@ def oz_amplitude(grid: int, xi: torch.Tensor, eta: float, device: torch.device) 
     return torch.where(k > 0, torch.sqrt(power), torch.zeros_like(power))
 
 
-def critical_fluctuation_raw(
-    p: CriticalParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    xi = draw(rng, p.correlation_length, channels, log=True)
-    white = white_noise(rng, channels, grid, grid)
-    return filtered_noise(white, oz_amplitude(grid, xi, p.eta, device))
-
-
 @register(
     "critical_fluctuation",
     tier=2,
     params=CriticalParams,
     description="Gaussian order-parameter fluctuations near criticality: Ornstein–Zernike spectrum.",
 )
-def critical_fluctuation(
+def critical_fluctuation_raw(
     p: CriticalParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(critical_fluctuation_raw(p, rng, channels, grid, device))
+    xi = draw(rng, p.correlation_length, channels, log=True)
+    white = white_noise(rng, channels, grid, grid)
+    return filtered_noise(white, oz_amplitude(grid, xi, p.eta, device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,6 +134,12 @@ class PhaseBoundaryParams(ICParams):
     """Area fraction of the +1 phase."""
 
 
+@register(
+    "phase_boundary",
+    tier=2,
+    params=PhaseBoundaryParams,
+    description="Coarsening two-phase domains separated by equilibrium Allen–Cahn tanh interfaces.",
+)
 def phase_boundary_raw(
     p: PhaseBoundaryParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -151,18 +157,6 @@ def phase_boundary_raw(
     grad = torch.sqrt(gy**2 + gx**2)
     floor = 1e-3 * grad.mean(dim=(-2, -1), keepdim=True)
     return tanh_profile(g / grad.clamp_min(floor), math.sqrt(2.0) * eps).float()
-
-
-@register(
-    "phase_boundary",
-    tier=2,
-    params=PhaseBoundaryParams,
-    description="Coarsening two-phase domains separated by equilibrium Allen–Cahn tanh interfaces.",
-)
-def phase_boundary(
-    p: PhaseBoundaryParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    return standardize(phase_boundary_raw(p, rng, channels, grid, device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,6 +251,13 @@ def bz_phase(p: BZParams, rng: BatchRandom, grid: int, device: torch.device) -> 
     return phase + torch.where((mode == 2)[:, None, None], 1.5 * turb.double(), torch.zeros_like(theta))
 
 
+@register(
+    "bz_reaction",
+    tier=2,
+    params=BZParams,
+    description="Belousov–Zhabotinsky-like excitable waves: spiral pairs, target rings or defect turbulence.",
+    channels="the same wave pattern at successive phases Φ - 2πc/C (one period of its motion)",
+)
 def bz_reaction_raw(p: BZParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
     """Excitable waveform of the phase advanced by 2πc/C per channel: [B, C, H, W]."""
     phi = bz_phase(p, rng, grid, device)
@@ -265,17 +266,6 @@ def bz_reaction_raw(p: BZParams, rng: BatchRandom, channels: int, grid: int, dev
     cos = torch.cos(phi[:, None] - steps[None, :, None, None])
     pulse = torch.expm1(kappa * (cos - 1.0)) / kappa.clamp_min(1e-12)
     return torch.where(kappa > 0, pulse, cos - 1.0).float()
-
-
-@register(
-    "bz_reaction",
-    tier=2,
-    params=BZParams,
-    description="Belousov–Zhabotinsky-like excitable waves: spiral pairs, target rings or defect turbulence.",
-    channels="the same wave pattern at successive phases Φ - 2πc/C (one period of its motion)",
-)
-def bz_reaction(p: BZParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(bz_reaction_raw(p, rng, channels, grid, device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,34 +303,20 @@ def _invert_entropy(target_bits: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.lerp(table[j], table[j + 1], pos - j)
 
 
-def shannon_entropy_raw(
-    p: EntropyParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_parts: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Symbols whose local distribution has a prescribed entropy map H(r) (bits).
-
-    At each cell the preferred symbol (a quantised smooth pattern) is kept with probability 1 - ε(r),
-    otherwise one of the other K - 1 symbols is drawn uniformly; ε(r) solves H(ε) = H(r). H(r) is a
-    smooth random map whose values are uniform over the configured range. Returns [B, C, H, W] levels
-    in [-1, 1] (and ``(symbols, preferred, target_bits)`` with ``return_parts``).
-    """
+def entropy_maps(p: EntropyParams, rng: BatchRandom, channels: int, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two smooth maps behind :func:`shannon_entropy_raw` (its first draws): the target local entropy
+    H(r) [B, C, H, W] float64 in bits, uniform over the configured range, and the preferred symbol
+    [B, C, H, W] int64 in 0..K-1 (a quantised smooth pattern)."""
     k = p.levels
     lo, hi = (v * math.log2(k) for v in p.entropy)
     map_scale = draw(rng, p.map_scale, channels, log=True)
     pat_scale = draw(rng, p.pattern_scale, channels, log=True)
     g_map = smooth_random_field(rng, (channels,), grid, map_scale, p.map_scale[0]).double()
     g_pat = smooth_random_field(rng, (channels,), grid, pat_scale, p.pattern_scale[0]).double()
-    u = rng.uniform64(channels, grid, grid) * float(1 << 26)  # one draw → two uniforms (26 + 27 bits)
-    u_keep = (torch.floor(u) + 0.5) / float(1 << 26)
-    u_other = u - torch.floor(u)
-
     normal_cdf = 0.5 * (1.0 + torch.erf(g_map / math.sqrt(2.0)))
     target = lo + (hi - lo) * normal_cdf
-    eps = _invert_entropy(target, k)
     pref = torch.floor(0.5 * (1.0 + torch.erf(g_pat / math.sqrt(2.0))) * k).long().clamp(0, k - 1)
-    other = (pref + 1 + torch.floor(u_other * (k - 1)).long().clamp(0, k - 2)) % k
-    sym = torch.where(u_keep < eps, other, pref)
-    values = (-1.0 + 2.0 * sym.double() / (k - 1)).float()
-    return (values, (sym, pref, target)) if return_parts else values
+    return target, pref
 
 
 @register(
@@ -349,5 +325,21 @@ def shannon_entropy_raw(
     params=EntropyParams,
     description="Symbol field whose local Shannon entropy follows a smooth random map (ordered ↔ random).",
 )
-def shannon_entropy(p: EntropyParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(shannon_entropy_raw(p, rng, channels, grid, device))
+def shannon_entropy_raw(
+    p: EntropyParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> torch.Tensor:
+    """Symbols whose local distribution has a prescribed entropy map H(r) (bits).
+
+    At each cell the preferred symbol is kept with probability 1 - ε(r), otherwise one of the other K - 1
+    symbols is drawn uniformly; ε(r) solves H(ε) = H(r) (both maps from :func:`entropy_maps`). Returns
+    [B, C, H, W]: symbol s as the level -1 + 2s/(K-1) in [-1, 1].
+    """
+    k = p.levels
+    target, pref = entropy_maps(p, rng, channels, grid)
+    u = rng.uniform64(channels, grid, grid) * float(1 << 26)  # one draw → two uniforms (26 + 27 bits)
+    u_keep = (torch.floor(u) + 0.5) / float(1 << 26)
+    u_other = u - torch.floor(u)
+    eps = _invert_entropy(target, k)
+    other = (pref + 1 + torch.floor(u_other * (k - 1)).long().clamp(0, k - 2)) % k
+    sym = torch.where(u_keep < eps, other, pref)
+    return (-1.0 + 2.0 * sym.double() / (k - 1)).float()

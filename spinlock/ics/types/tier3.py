@@ -1,18 +1,19 @@
 """Tier 3 — complex-systems IC types: interference, cell populations, chromatin contact maps, shocks
 and spatial gene expression.
 
-``*_raw`` functions return unstandardised fields (what the property tests measure); the registered
-generators standardise them.
+Each type registers its unstandardised core ``*_raw`` [B, C, H, W] (what the property tests measure);
+:func:`spinlock.ics.generate_ic` standardises it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from pydantic import Field
 
+from spinlock.ics.base import register
 from spinlock.ics.geometry import (
     coords,
     distance,
@@ -25,7 +26,6 @@ from spinlock.ics.geometry import (
 )
 from spinlock.ics.noise import white_noise
 from spinlock.ics.params import ICParams, choices, draw, draw_choice, draw_int, ispan, span
-from spinlock.ics.registry import register, standardize
 from spinlock.ics.spectral import TWO_PI
 from spinlock.rng import BatchRandom
 
@@ -44,21 +44,22 @@ class InterferenceParams(ICParams):
     """Point: distance of each source from the first (two sources: fringes λ/2 apart between them)."""
 
 
-def interference_raw(
-    p: InterferenceParams,
-    rng: BatchRandom,
-    channels: int,
-    grid: int,
-    device: torch.device,
-    return_geometry: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Intensity |Σ_j a_j e^{iφ_j(r)}|² [B, C, H, W] of coherent sources.
+class Sources(NamedTuple):
+    """The coherent sources of each sample (N = the span's maximum): plane-beam integer wavevectors
+    ``ky, kx`` [B, N] float64, point-emitter positions ``sy, sx`` [B, N] float64, ``point`` [B] bool
+    (point emitters, else plane beams), ``on`` [B, N] bool (sources in use) and ``wavelength`` [B]."""
 
-    Plane beams (a = 1) have integer wavevectors (periodic); point sources use the periodic distance ρ and a
-    taper a = cos²(πρ) that hides the seam where ρ folds at the antipode. Channel c
-    steps the phase of source j by 2πcj/C (phase-shifting interferometry). With ``return_geometry`` also
-    returns ``dict(ky, kx, sy, sx, point)`` (beam wavevectors [B, N], source positions [B, N], [B] bool).
-    """
+    ky: torch.Tensor
+    kx: torch.Tensor
+    sy: torch.Tensor
+    sx: torch.Tensor
+    point: torch.Tensor
+    on: torch.Tensor
+    wavelength: torch.Tensor
+
+
+def interference_sources(p: InterferenceParams, rng: BatchRandom, grid: int, device: torch.device) -> Sources:
+    """The sources of :func:`interference_raw` (its draws, all but the source phases)."""
     n = p.sources[1]
     kind = draw_choice(rng, p.geometries)
     count = draw_int(rng, p.sources)
@@ -68,7 +69,6 @@ def interference_raw(
     sy0, sx0 = rng.uniform64(), rng.uniform64()
     sep = draw(rng, p.separation, n)
     sdir = rng.uniform64(n) * TWO_PI
-    phase0 = rng.uniform64(n) * TWO_PI
 
     angles = base[:, None] + torch.where(torch.arange(n, device=device) == 0, 0.0, rel)
     ky, kx = integer_wavevector((1.0 / lam)[:, None].expand(-1, n), angles, grid / 2 - 1)
@@ -78,6 +78,28 @@ def interference_raw(
     names = ["plane", "point"]
     point = torch.tensor([names.index(g) for g in p.geometries], device=device)[kind] == 1
     on = torch.arange(n, device=device)[None] < count[:, None]
+    return Sources(ky, kx, sy, sx, point, on, lam)
+
+
+@register(
+    "interference_pattern",
+    tier=3,
+    params=InterferenceParams,
+    description="Intensity fringes of coherent plane waves or point emitters.",
+    channels="phase-stepped interferograms: source j shifted by 2πcj/C in channel c",
+)
+def interference_raw(
+    p: InterferenceParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> torch.Tensor:
+    """Intensity |Σ_j a_j e^{iφ_j(r)}|² [B, C, H, W] of coherent sources (:func:`interference_sources`).
+
+    Plane beams (a = 1) have integer wavevectors (periodic); point sources use the periodic distance ρ and a
+    taper a = cos²(πρ) that hides the seam where ρ folds at the antipode. Channel c
+    steps the phase of source j by 2πcj/C (phase-shifting interferometry).
+    """
+    n = p.sources[1]
+    ky, kx, sy, sx, point, on, lam = interference_sources(p, rng, grid, device)
+    phase0 = rng.uniform64(n) * TWO_PI
     steps = TWO_PI * torch.arange(channels, device=device, dtype=torch.float64) / channels
 
     field = torch.zeros(rng.batch, channels, grid, grid, dtype=torch.complex64, device=device)
@@ -90,21 +112,7 @@ def interference_raw(
         wave = (wave * on[:, j, None, None]).to(torch.complex64)
         shift = phase0[:, j, None] + j * steps[None, :]  # [B, C]
         field = field + wave[:, None] * torch.exp(1j * shift).to(torch.complex64)[..., None, None]
-    out = (field.abs() ** 2).float()
-    return (out, dict(ky=ky, kx=kx, sy=sy, sx=sx, point=point)) if return_geometry else out
-
-
-@register(
-    "interference_pattern",
-    tier=3,
-    params=InterferenceParams,
-    description="Intensity fringes of coherent plane waves or point emitters.",
-    channels="phase-stepped interferograms: source j shifted by 2πcj/C in channel c",
-)
-def interference_pattern(
-    p: InterferenceParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    return standardize(interference_raw(p, rng, channels, grid, device))
+    return (field.abs() ** 2).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,18 +148,21 @@ def hard_core_keep(cy: torch.Tensor, cx: torch.Tensor, valid: torch.Tensor, spac
     return keep
 
 
-def cell_population_raw(
-    p: CellPopulationParams,
-    rng: BatchRandom,
-    channels: int,
-    grid: int,
-    device: torch.device,
-    return_cells: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Smooth discs at hard-core centres; channel 0 = occupancy, channel c ≥ 1 = marker level × disc.
+class Population(NamedTuple):
+    """The cells of each sample (N = the candidates span's maximum): centres ``cy, cx`` [B, N] float64,
+    ``keep`` [B, N] bool (cells that survived hard-core rejection), the hard-core ``spacing`` [B], the cell
+    ``radius`` [B] and the CV of the marker levels ``marker_cv`` [B]."""
 
-    Returns [B, C, H, W] (and ``dict(cy, cx, keep, spacing, radius)`` with ``return_cells``).
-    """
+    cy: torch.Tensor
+    cx: torch.Tensor
+    keep: torch.Tensor
+    spacing: torch.Tensor
+    radius: torch.Tensor
+    marker_cv: torch.Tensor
+
+
+def cell_population_cells(p: CellPopulationParams, rng: BatchRandom, device: torch.device) -> Population:
+    """The population of :func:`cell_population_raw` (its draws, all but the marker levels)."""
     n, n_par = p.candidates[1], p.clusters[1]
     kind = draw_choice(rng, p.arrangements)
     count = draw_int(rng, p.candidates)
@@ -164,25 +175,13 @@ def cell_population_raw(
     py, px = rng.uniform64(n_par), rng.uniform64(n_par)
     parent = torch.floor(rng.uniform64(n) * n_clusters[:, None]).long().clamp_max(n_par - 1)
     offset = white_noise(rng, 2, n).double() * spread[:, None, None]
-    markers = white_noise(rng, max(channels - 1, 1), n).double()
 
     names = ["uniform", "clustered"]
     clustered = (torch.tensor([names.index(a) for a in p.arrangements], device=device)[kind] == 1)[:, None]
     cy = torch.where(clustered, torch.remainder(py.gather(1, parent) + offset[:, 0], 1.0), uy)
     cx = torch.where(clustered, torch.remainder(px.gather(1, parent) + offset[:, 1], 1.0), ux)
     valid = torch.arange(n, device=device)[None] < count[:, None]
-    keep = hard_core_keep(cy, cx, valid, spacing)
-
-    s2 = torch.log1p(cv**2)[:, None, None]  # log-normal with mean 1 and the requested CV
-    level = torch.exp(torch.sqrt(s2) * markers - s2 / 2)[:, : channels - 1]
-    weights = torch.cat([torch.ones_like(cx)[:, None], level], dim=1) * keep[:, None]  # [B, C, N]
-    deposits = splat(cy, cx, weights, grid)
-    zero = torch.zeros(rng.batch, device=device)
-    h = 0.5 / grid  # disc edge: half a cell
-    disc = 0.5 * (1.0 - torch.tanh((distance(zero, zero, grid) - radius[:, None, None]) / h))
-    kernel = torch.fft.rfft2(disc)[:, None]
-    out = torch.fft.irfft2(torch.fft.rfft2(deposits) * kernel, s=(grid, grid)).float()
-    return (out, dict(cy=cy, cx=cx, keep=keep, spacing=spacing, radius=radius)) if return_cells else out
+    return Population(cy, cx, hard_core_keep(cy, cx, valid, spacing), spacing, radius, cv)
 
 
 @register(
@@ -192,10 +191,23 @@ def cell_population_raw(
     description="Disc-shaped cells at hard-core (minimum-spacing) positions, uniform or clustered.",
     channels="one population: channel 0 occupancy, channel c ≥ 1 independent per-cell marker levels",
 )
-def cell_population(
+def cell_population_raw(
     p: CellPopulationParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(cell_population_raw(p, rng, channels, grid, device))
+    """Smooth discs at the centres of :func:`cell_population_cells`; channel 0 = occupancy, channel c ≥ 1 =
+    marker level × disc. Returns [B, C, H, W]."""
+    cy, cx, keep, _, radius, cv = cell_population_cells(p, rng, device)
+    markers = white_noise(rng, max(channels - 1, 1), p.candidates[1]).double()
+
+    s2 = torch.log1p(cv**2)[:, None, None]  # log-normal with mean 1 and the requested CV
+    level = torch.exp(torch.sqrt(s2) * markers - s2 / 2)[:, : channels - 1]
+    weights = torch.cat([torch.ones_like(cx)[:, None], level], dim=1) * keep[:, None]  # [B, C, N]
+    deposits = splat(cy, cx, weights, grid)
+    zero = torch.zeros(rng.batch, device=device)
+    h = 0.5 / grid  # disc edge: half a cell
+    disc = 0.5 * (1.0 - torch.tanh((distance(zero, zero, grid) - radius[:, None, None]) / h))
+    kernel = torch.fft.rfft2(disc)[:, None]
+    return torch.fft.irfft2(torch.fft.rfft2(deposits) * kernel, s=(grid, grid)).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,14 +224,26 @@ class ChromatinParams(ICParams):
     """Std of symmetric multiplicative log-normal noise on the contacts."""
 
 
-def chromatin_domain_raw(
-    p: ChromatinParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_parts: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Log contact map of a circular genome of ``grid`` bins: [B, C, N, N], symmetric.
+class Architecture(NamedTuple):
+    """The genome architecture of each sample: TAD index of every bin ``tad`` [B, N] int64, compartment label
+    ±1 of every bin per channel (cell type) ``labels`` [B, C, N] float64, and the per-sample ``decay`` exponent
+    α, ``compartment_strength``, ``tad_strength`` and log-normal ``noise`` std, each [B] float64."""
 
-    Row/column i is genomic bin i; distances wrap (circular chromosome), so the map is periodic.
-    Channels share TAD boundaries and decay (one genome architecture) but draw their own compartment
-    labels and noise (cell types). With ``return_parts`` also ``dict(tad [B, N], labels [B, C, N])``.
+    tad: torch.Tensor
+    labels: torch.Tensor
+    decay: torch.Tensor
+    compartment_strength: torch.Tensor
+    tad_strength: torch.Tensor
+    noise: torch.Tensor
+
+
+def chromatin_architecture(
+    p: ChromatinParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> Architecture:
+    """The architecture of :func:`chromatin_domain_raw` (its draws, all but the contact noise).
+
+    TAD boundaries are cuts at random positions along the circular genome of ``grid`` bins; channels share
+    them and draw their own compartment label per TAD.
     """
     nb, nd = grid, p.domains[1]
     count = draw_int(rng, p.domains)
@@ -229,26 +253,13 @@ def chromatin_domain_raw(
     tadw = draw(rng, p.tad_strength)
     sig = draw(rng, p.noise)
     flips = rng.uniform64(channels, nd)
-    noise = white_noise(rng, channels, nb, nb).double()
 
     cuts = torch.where(torch.arange(nd, device=device)[None] < count[:, None], cuts, torch.inf)
     i = torch.arange(nb, device=device, dtype=torch.float64)
     tad = (cuts[:, None, :] <= i[None, :, None]).sum(-1) % count[:, None]  # [B, N], circular wrap
     label = torch.where(flips < 0.5, -1.0, 1.0).double()  # [B, C, nd]
-    a = label.gather(2, tad[:, None, :].expand(-1, channels, -1))  # [B, C, N]
-    sep = (i[:, None] - i[None, :]).abs()
-    s = torch.minimum(sep, nb - sep)
-    decay = (1.0 + s)[None] ** (-alpha[:, None, None])  # [B, N, N]
-    same = (tad[:, :, None] == tad[:, None, :]).double()
-    sym = (noise + noise.transpose(-1, -2)) / math.sqrt(2.0)
-    log_c = (
-        torch.log(decay)[:, None]
-        + torch.log1p(comp[:, None, None, None] * a[..., :, None] * a[..., None, :])
-        + torch.log1p(tadw[:, None, None] * same)[:, None]
-        + sig[:, None, None, None] * sym
-        - sig[:, None, None, None] ** 2 / 2
-    ).float()
-    return (log_c, dict(tad=tad, labels=a)) if return_parts else log_c
+    labels = label.gather(2, tad[:, None, :].expand(-1, channels, -1))  # [B, C, N]
+    return Architecture(tad, labels, alpha, comp, tadw, sig)
 
 
 @register(
@@ -258,10 +269,32 @@ def chromatin_domain_raw(
     description="Hi-C-like log contact map of a circular genome: distance decay, TADs, A/B checkerboard.",
     channels="cell types: shared TADs and decay, own compartment labels and noise",
 )
-def chromatin_domain(
+def chromatin_domain_raw(
     p: ChromatinParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(chromatin_domain_raw(p, rng, channels, grid, device))
+    """Log contact map of a circular genome of ``grid`` bins: [B, C, N, N], symmetric.
+
+    Row/column i is genomic bin i; distances wrap (circular chromosome), so the map is periodic.
+    Channels share TAD boundaries and decay (one genome architecture, :func:`chromatin_architecture`) but
+    have their own compartment labels and noise (cell types).
+    """
+    nb = grid
+    tad, a, alpha, comp, tadw, sig = chromatin_architecture(p, rng, channels, grid, device)
+    noise = white_noise(rng, channels, nb, nb).double()
+
+    i = torch.arange(nb, device=device, dtype=torch.float64)
+    sep = (i[:, None] - i[None, :]).abs()
+    s = torch.minimum(sep, nb - sep)
+    decay = (1.0 + s)[None] ** (-alpha[:, None, None])  # [B, N, N]
+    same = (tad[:, :, None] == tad[:, None, :]).double()
+    sym = (noise + noise.transpose(-1, -2)) / math.sqrt(2.0)
+    return (
+        torch.log(decay)[:, None]
+        + torch.log1p(comp[:, None, None, None] * a[..., :, None] * a[..., None, :])
+        + torch.log1p(tadw[:, None, None] * same)[:, None]
+        + sig[:, None, None, None] * sym
+        - sig[:, None, None, None] ** 2 / 2
+    ).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,33 +309,31 @@ class ShockParams(ICParams):
     """Planar: shock normal is a lattice direction n with max(|ny|, |nx|) ≤ this (period 1/|n|)."""
 
 
-def shock_front_raw(
-    p: ShockParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_geometry: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Burgers-like shocks: u = 2ξ - tanh(ξ/(|n| w)) (periodic sawtooth, ξ = wrapped n·r + φ) or
-    u = (d/R)·(1 - tanh((d - R)/w))/2 (blast wave: linear ramp, then a jump to 0 at radius R).
+class Shocks(NamedTuple):
+    """The shock of each sample and channel, every field [B, C]: ``circular`` (bool; else planar), blast
+    centre ``cy, cx``, planar lattice normal ``ny, nx`` (float64, the shock lines are n·r + cx ≡ 0), blast
+    ``radius`` and shock ``width``."""
 
-    Returns [B, C, H, W] (and ``dict(circular, cy, cx, ny, nx, radius, width)`` with ``return_geometry``;
-    the planar shock lines are n·r + cx ≡ 0).
-    """
+    circular: torch.Tensor
+    cy: torch.Tensor
+    cx: torch.Tensor
+    ny: torch.Tensor
+    nx: torch.Tensor
+    radius: torch.Tensor
+    width: torch.Tensor
+
+
+def shock_geometry(p: ShockParams, rng: BatchRandom, channels: int, device: torch.device) -> Shocks:
+    """The shocks of :func:`shock_front_raw` (every draw it makes)."""
     c = channels
     kind = draw_choice(rng, p.geometries, c)
     w = draw(rng, p.width, c, log=True)
     radius = draw(rng, p.radius, c)
     cy, cx = rng.uniform64(c), rng.uniform64(c)
     ny, nx = random_lattice_direction(rng, p.max_lattice, c)
-    xi = lattice_coordinate(ny, nx, cx, grid)
-    norm = torch.sqrt(ny**2 + nx**2)[..., None, None]
-    planar = 2.0 * xi - torch.tanh(xi / (norm * w[..., None, None]))
-    d = distance(cy, cx, grid)
-    r = radius[..., None, None]
-    blast = (d / r) * 0.5 * (1.0 - torch.tanh((d - r) / w[..., None, None]))
     names = ["planar", "circular"]
     circular = torch.tensor([names.index(g) for g in p.geometries], device=device)[kind] == 1
-    out = torch.where(circular[..., None, None], blast, planar).float()
-    if return_geometry:
-        return out, dict(circular=circular, cy=cy, cx=cx, ny=ny, nx=nx, radius=radius, width=w)
-    return out
+    return Shocks(circular, cy, cx, ny, nx, radius, w)
 
 
 @register(
@@ -311,8 +342,18 @@ def shock_front_raw(
     params=ShockParams,
     description="Viscous Burgers shocks of thickness w: periodic sawtooth trains or circular blast waves.",
 )
-def shock_front(p: ShockParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(shock_front_raw(p, rng, channels, grid, device))
+def shock_front_raw(p: ShockParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
+    """Burgers-like shocks (:func:`shock_geometry`): u = 2ξ - tanh(ξ/(|n| w)) (periodic sawtooth,
+    ξ = wrapped n·r + φ) or u = (d/R)·(1 - tanh((d - R)/w))/2 (blast wave: linear ramp, then a jump to 0 at
+    radius R). Returns [B, C, H, W]."""
+    circular, cy, cx, ny, nx, radius, w = shock_geometry(p, rng, channels, device)
+    xi = lattice_coordinate(ny, nx, cx, grid)
+    norm = torch.sqrt(ny**2 + nx**2)[..., None, None]
+    planar = 2.0 * xi - torch.tanh(xi / (norm * w[..., None, None]))
+    d = distance(cy, cx, grid)
+    r = radius[..., None, None]
+    blast = (d / r) * 0.5 * (1.0 - torch.tanh((d - r) / w[..., None, None]))
+    return torch.where(circular[..., None, None], blast, planar).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,20 +399,15 @@ def voronoi_cells(jy: torch.Tensor, jx: torch.Tensor, n: torch.Tensor, grid: int
     return table.gather(1, best * n_max * n_max + own).reshape(b, grid, grid)
 
 
-def gene_expression_raw(
-    p: GeneExpressionParams,
-    rng: BatchRandom,
-    channels: int,
-    grid: int,
-    device: torch.device,
-    return_parts: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Piecewise-constant expression of C genes over a Voronoi tissue reading one morphogen gradient.
+def gene_expression_tissue(
+    p: GeneExpressionParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tissue of :func:`gene_expression_raw` (its draws, all but the expression noise): the cell id of
+    every pixel [B, H, W] int64 (:func:`voronoi_cells`) and the noise-free expression of every gene in every
+    cell [B, C, n_max²] float64, indexed by cell id.
 
-    Gene c responds with threshold K_c = (c + 1)/(C + 1) (a 'French flag': higher thresholds switch
-    on closer to the source), times a log-normal cell-to-cell factor. Returns [B, C, H, W] (and
-    ``dict(cell, mean)`` — cell ids [B, H, W] and noise-free expression [B, C, H, W] — with
-    ``return_parts``).
+    Gene c responds with threshold K_c = (c + 1)/(C + 1) to the morphogen at its cell's seed (a 'French
+    flag': higher thresholds switch on closer to the source).
     """
     n_max = p.cells_per_side[1]
     n = draw_int(rng, p.cells_per_side)
@@ -380,8 +416,6 @@ def gene_expression_raw(
     ny, nx = random_lattice_direction(rng, 1)
     phase = rng.uniform64()
     hill = draw(rng, p.hill)
-    cv = draw(rng, p.noise_cv)
-    z = white_noise(rng, channels, n_max * n_max).double()
 
     cell = voronoi_cells(jy, jx, n, grid)  # [B, H, W]
     seed_y = (torch.arange(n_max, device=device)[None, :, None] + jy) / n.double()[:, None, None]
@@ -390,14 +424,7 @@ def gene_expression_raw(
     m = (1.0 - 2.0 * s.abs()).reshape(rng.batch, 1, -1)  # morphogen at each seed, in [0, 1]
     k = ((torch.arange(channels, device=device, dtype=torch.float64) + 1) / (channels + 1))[None, :, None]
     h = hill[:, None, None]
-    mean = m**h / (k**h + m**h)  # [B, C, n_max²]
-    s2 = torch.log1p(cv**2)[:, None, None]
-    expr = mean * torch.exp(torch.sqrt(s2) * z - s2 / 2)
-    idx = cell.reshape(rng.batch, 1, -1).expand(-1, channels, -1)
-    out = expr.gather(2, idx).reshape(rng.batch, channels, grid, grid).float()
-    if return_parts:
-        return out, dict(cell=cell, mean=mean.gather(2, idx).reshape(rng.batch, channels, grid, grid))
-    return out
+    return cell, m**h / (k**h + m**h)
 
 
 @register(
@@ -407,7 +434,15 @@ def gene_expression_raw(
     description="Cell-wise gene expression on a Voronoi tissue: Hill responses to a morphogen plus noise.",
     channels="genes with increasing thresholds K_c = (c+1)/(C+1) on one tissue and gradient",
 )
-def gene_expression(
+def gene_expression_raw(
     p: GeneExpressionParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(gene_expression_raw(p, rng, channels, grid, device))
+    """Piecewise-constant expression of C genes over a Voronoi tissue reading one morphogen gradient
+    (:func:`gene_expression_tissue`), times a log-normal cell-to-cell factor. Returns [B, C, H, W]."""
+    cell, mean = gene_expression_tissue(p, rng, channels, grid, device)
+    cv = draw(rng, p.noise_cv)
+    z = white_noise(rng, channels, p.cells_per_side[1] ** 2).double()
+    s2 = torch.log1p(cv**2)[:, None, None]
+    expr = mean * torch.exp(torch.sqrt(s2) * z - s2 / 2)
+    idx = cell.reshape(rng.batch, 1, -1).expand(-1, channels, -1)
+    return expr.gather(2, idx).reshape(rng.batch, channels, grid, grid).float()

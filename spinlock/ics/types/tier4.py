@@ -1,24 +1,30 @@
 """Tier 4 — research-frontier IC types: quantum and relativistic states, controlled channel
 dependence, regulatory steady states, aggregation clusters and noisy codewords.
 
-``*_raw`` functions return unstandardised fields (what the property tests measure); the registered
-generators standardise them.
+Each type registers its unstandardised core ``*_raw`` [B, C, H, W] (what the property tests measure);
+:func:`spinlock.ics.generate_ic` standardises it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from pydantic import Field
 
-from spinlock.ics.geometry import integer_wavevector, offsets, phase_projections, plane_phase
+from spinlock.ics.base import register
+from spinlock.ics.geometry import (
+    PHASE_CHANNELS,
+    gaussian_envelope,
+    integer_wavevector,
+    offsets,
+    phase_projections,
+    plane_phase,
+)
 from spinlock.ics.noise import white_noise
 from spinlock.ics.params import ICParams, choices, draw, draw_choice, ispan, span
-from spinlock.ics.registry import register, standardize
 from spinlock.ics.spectral import TWO_PI, filtered_noise, gaussian_amplitude, power_law_amplitude
-from spinlock.ics.types.tier1 import PHASE_CHANNELS, gaussian_envelope
 from spinlock.rng import BatchRandom
 
 
@@ -70,8 +76,10 @@ def coherent_state_psi(p: CoherentParams, rng: BatchRandom, grid: int, device: t
     description="Minimum-uncertainty coherent states of a harmonic oscillator, or two-component cat states.",
     channels=PHASE_CHANNELS,
 )
-def coherent_state(p: CoherentParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(phase_projections(coherent_state_psi(p, rng, grid, device), channels))
+def coherent_state_raw(
+    p: CoherentParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> torch.Tensor:
+    return phase_projections(coherent_state_psi(p, rng, grid, device), channels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,23 +92,40 @@ class RelativisticParams(ICParams):
     """Compton wavenumber mc/h, cycles per domain: the carrier is p/h = γβ·mc/h (integer-rounded)."""
 
 
-def relativistic_psi(
-    p: RelativisticParams, rng: BatchRandom, grid: int, device: torch.device, return_geometry: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Lab-frame ψ [B, H, W] complex128: a Gaussian packet Lorentz-contracted to σ/γ along its velocity
-    (σ across it) with de Broglie carrier γβ·k_C along the velocity (and ``dict(angle, beta)``)."""
+class Packet(NamedTuple):
+    """The relativistic packet of each sample, every field [B] float64: speed ``beta`` = v/c, rest-frame std
+    ``sigma``, Compton wavenumber ``compton`` (cycles per domain), direction of motion ``angle`` (radians),
+    centre ``cy, cx`` and global ``phase``."""
+
+    beta: torch.Tensor
+    sigma: torch.Tensor
+    compton: torch.Tensor
+    angle: torch.Tensor
+    cy: torch.Tensor
+    cx: torch.Tensor
+    phase: torch.Tensor
+
+
+def relativistic_packet(p: RelativisticParams, rng: BatchRandom) -> Packet:
+    """The packet of :func:`relativistic_psi` (every draw it makes)."""
     beta = draw(rng, p.speed)
     sigma = draw(rng, p.rest_width, log=True)
     kc = draw(rng, p.compton_wavenumber)
     angle = rng.uniform64() * TWO_PI
     cy, cx = rng.uniform64(), rng.uniform64()
     glob = rng.uniform64() * TWO_PI  # global phase (irrelevant physically; keeps Re and Im both non-zero)
+    return Packet(beta, sigma, kc, angle, cy, cx, glob)
+
+
+def relativistic_psi(p: RelativisticParams, rng: BatchRandom, grid: int, device: torch.device) -> torch.Tensor:
+    """Lab-frame ψ [B, H, W] complex128 of :func:`relativistic_packet`: a Gaussian packet Lorentz-contracted
+    to σ/γ along its velocity (σ across it) with de Broglie carrier γβ·k_C along the velocity."""
+    beta, sigma, kc, angle, cy, cx, glob = relativistic_packet(p, rng)
     gamma = 1.0 / torch.sqrt(1.0 - beta**2)
     dy, dx = offsets(cy, cx, grid)
     env = gaussian_envelope(dy, dx, angle, sigma / gamma, sigma)
     ky, kx = integer_wavevector(gamma * beta * kc, angle, grid / 2 - 1, allow_zero=True)
-    psi = env * torch.exp(1j * (plane_phase(ky, kx, grid) + glob[:, None, None]))
-    return (psi, dict(angle=angle, beta=beta)) if return_geometry else psi
+    return env * torch.exp(1j * (plane_phase(ky, kx, grid) + glob[:, None, None]))
 
 
 @register(
@@ -110,10 +135,10 @@ def relativistic_psi(
     description="A moving Gaussian packet, Lorentz-contracted by 1/γ along its velocity, de Broglie carrier.",
     channels=PHASE_CHANNELS,
 )
-def relativistic_wave_packet(
+def relativistic_wave_packet_raw(
     p: RelativisticParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(phase_projections(relativistic_psi(p, rng, grid, device), channels))
+    return phase_projections(relativistic_psi(p, rng, grid, device), channels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +152,13 @@ class MutualInfoParams(ICParams):
     """Spectral slope of each channel's private field."""
 
 
+@register(
+    "mutual_information",
+    tier=4,
+    params=MutualInfoParams,
+    description="Channels sharing one latent Gaussian field, with an exact pairwise correlation ρ.",
+    channels="√ρ·(shared latent) + √(1-ρ)·(private field); every pair correlates exactly ρ",
+)
 def mutual_information_raw(
     p: MutualInfoParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
@@ -152,19 +184,6 @@ def mutual_information_raw(
     return x.reshape(rng.batch, channels, grid, grid).float()
 
 
-@register(
-    "mutual_information",
-    tier=4,
-    params=MutualInfoParams,
-    description="Channels sharing one latent Gaussian field, with an exact pairwise correlation ρ.",
-    channels="√ρ·(shared latent) + √(1-ρ)·(private field); every pair correlates exactly ρ",
-)
-def mutual_information(
-    p: MutualInfoParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
-) -> torch.Tensor:
-    return standardize(mutual_information_raw(p, rng, channels, grid, device))
-
-
 # --------------------------------------------------------------------------------------------------
 class RegulatoryParams(ICParams):
     coupling: span(0.0, 0.95) = (0.2, 0.6)
@@ -184,14 +203,14 @@ def regulatory_iterations(coupling_max: float, tol: float = 1e-5) -> int:
     return max(1, math.ceil(math.log(tol) / math.log(coupling_max)))
 
 
-def regulatory_network_raw(
-    p: RegulatoryParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_parts: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """Steady state x* = tanh(W x* + u) of a sparse random signed network, per pixel; [B, C, H, W].
+def regulatory_system(
+    p: RegulatoryParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network of :func:`regulatory_network_raw` (every draw it makes): couplings W [B, C, C] and inputs
+    u [B, C, H·W], both float32.
 
-    Genes are channels; W [B, C, C] has edges with probability ``density``, random signs and
-    magnitudes, rows scaled to |W| row sum = coupling. Solved by fixed-point iteration with a
-    config-determined count (contraction error ≤ 1e-5). With ``return_parts`` also ``dict(W, u)``.
+    W has edges with probability ``density``, random signs and magnitudes, rows scaled to |W| row sum =
+    coupling; u is smooth power-law noise of the configured std per gene.
     """
     c = channels
     coupling = draw(rng, p.coupling)
@@ -206,13 +225,7 @@ def regulatory_network_raw(
     w = torch.where(rows > 0, w / rows.clamp_min(1e-300), w) * coupling[:, None, None]
     u = filtered_noise(white, power_law_amplitude(grid, beta, device))
     u = (u - u.mean(dim=(-2, -1), keepdim=True)) / u.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    u = (u * strength[..., None, None]).reshape(rng.batch, c, -1).float()
-    wf = w.float()
-    x = torch.tanh(u)
-    for _ in range(regulatory_iterations(p.coupling[1])):
-        x = torch.tanh(torch.baddbmm(u, wf, x))
-    out = x.reshape(rng.batch, c, grid, grid)
-    return (out, dict(W=wf, u=u.reshape(rng.batch, c, grid, grid))) if return_parts else out
+    return w.float(), (u * strength[..., None, None]).reshape(rng.batch, c, -1).float()
 
 
 @register(
@@ -222,10 +235,17 @@ def regulatory_network_raw(
     description="Per-pixel steady state of a sparse random gene-regulatory network driven by smooth inputs.",
     channels="genes of one network: each channel is one gene's steady-state expression",
 )
-def regulatory_network(
+def regulatory_network_raw(
     p: RegulatoryParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(regulatory_network_raw(p, rng, channels, grid, device))
+    """Steady state x* = tanh(W x* + u) of a sparse random signed network (:func:`regulatory_system`), per
+    pixel; [B, C, H, W]. Genes are channels. Solved by fixed-point iteration with a config-determined count
+    (contraction error ≤ 1e-5)."""
+    wf, u = regulatory_system(p, rng, channels, grid, device)
+    x = torch.tanh(u)
+    for _ in range(regulatory_iterations(p.coupling[1])):
+        x = torch.tanh(torch.baddbmm(u, wf, x))
+    return x.reshape(rng.batch, channels, grid, grid)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,9 +287,14 @@ def _density_stamp(grid: int, device: torch.device) -> tuple[torch.Tensor, torch
     return torch.remainder(base + o, grid) * grid, torch.remainder(base + o, grid), w / w.sum()
 
 
-def dla_cluster_raw(
-    p: DLAParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_parts: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
+@register(
+    "dla_cluster",
+    tier=4,
+    params=DLAParams,
+    description="A single branched aggregate grown by screened (DLA-like) perimeter growth from one seed.",
+    channels="one cluster: channel c is its occupancy blurred by a Gaussian of c cells (c = 0: bare)",
+)
+def dla_cluster_raw(p: DLAParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
     """One 4-connected aggregate grown from a seed; channel c is its occupancy blurred by c cells.
 
     Continuous-time growth on the perimeter (Eden-type with screened rates, the dielectric-breakdown
@@ -280,7 +305,7 @@ def dla_cluster_raw(
 
     Work is proportional to the cluster, not the grid: the perimeter is an append-only list per sample
     (capacity 4N + 4, occupied entries die in place) and ρ is updated by stamping the Gaussian at each
-    new cell. Returns [B, C, H, W] (and ``dict(occupancy [B, H, W] bool, target [B], seed [B])``).
+    new cell. Returns [B, C, H, W]; channel 0 is the occupancy itself (exactly 0 or 1).
     """
     b, hw = rng.batch, grid * grid
     n_cap = min(max(round(p.size[1] * hw), 1), hw // 2)  # config bound: fixes every shape below
@@ -348,21 +373,7 @@ def dla_cluster_raw(
     widths = torch.arange(channels, device=device, dtype=torch.float64) / grid
     spec = torch.fft.rfft2(o.double()) * gaussian_amplitude(grid, widths, device)[None]
     blurred = torch.fft.irfft2(spec, s=(grid, grid))
-    out = torch.where(widths[None, :, None, None] > 0, blurred, o.double()).float()
-    if return_parts:
-        return out, dict(occupancy=o[:, 0], target=target, seed=seed)
-    return out
-
-
-@register(
-    "dla_cluster",
-    tier=4,
-    params=DLAParams,
-    description="A single branched aggregate grown by screened (DLA-like) perimeter growth from one seed.",
-    channels="one cluster: channel c is its occupancy blurred by a Gaussian of c cells (c = 0: bare)",
-)
-def dla_cluster(p: DLAParams, rng: BatchRandom, channels: int, grid: int, device: torch.device) -> torch.Tensor:
-    return standardize(dla_cluster_raw(p, rng, channels, grid, device))
+    return torch.where(widths[None, :, None, None] > 0, blurred, o.double()).float()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,15 +385,15 @@ class CodeParams(ICParams):
     """Binary-symmetric-channel flip probability applied to every transmitted symbol."""
 
 
-def error_correcting_code_raw(
-    p: CodeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device, return_parts: bool = False
-) -> torch.Tensor | tuple[torch.Tensor, dict]:
-    """BPSK (±1) image of a single-parity-check product codeword sent through a binary symmetric channel.
+def code_symbols(
+    p: CodeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The symbol arrays of :func:`error_correcting_code_raw` (every draw it makes): the ``clean`` codeword
+    and the ``noisy`` received word, [B, C, n_max, n_max] bool (True = bit 1; entries beyond n × n are
+    False), and the symbols per side ``n`` [B] int64.
 
-    The n × n symbol array holds (n-1)² random data bits, a parity bit closing every row and every
-    column (so every row and column of the codeword has even parity), each symbol flipped with
-    probability p, and is drawn as blocks of ~grid/n cells. Channels carry independent messages.
-    Returns [B, C, H, W] in {-1, +1} (and ``dict(clean, noisy, n)`` symbol arrays with ``return_parts``).
+    The n × n codeword holds (n-1)² random data bits and a parity bit closing every row and every column (so
+    every row and column has even parity); every symbol is flipped with probability p in transmission.
     """
     c = channels
     s_cap = max(grid // 4, 1)  # at least 4 symbols per side, so a codeword is never trivially constant
@@ -403,14 +414,7 @@ def error_correcting_code_raw(
     clean = torch.where(last_r & last_c, corner, torch.where(last_c, row_par, torch.where(last_r, col_par, d)))
     used = (i[:, None] < nn) & (i[None, :] < nn)
     clean = clean & used
-    noisy = (clean ^ flips) & used
-    pix = torch.arange(grid, device=device)
-    sym = torch.div(pix[None, :] * n[:, None], grid, rounding_mode="floor")  # [B, grid] symbol of each cell
-    rows = sym[:, None, :, None].expand(-1, c, -1, n_max)
-    img = noisy.gather(2, rows)
-    img = img.gather(3, sym[:, None, None, :].expand(-1, c, grid, -1))
-    out = torch.where(img, -1.0, 1.0)
-    return (out, dict(clean=clean, noisy=noisy, n=n)) if return_parts else out
+    return clean, (clean ^ flips) & used, n
 
 
 @register(
@@ -419,7 +423,17 @@ def error_correcting_code_raw(
     params=CodeParams,
     description="A ±1 product-parity codeword image with symbols flipped by a binary symmetric channel.",
 )
-def error_correcting_code(
+def error_correcting_code_raw(
     p: CodeParams, rng: BatchRandom, channels: int, grid: int, device: torch.device
 ) -> torch.Tensor:
-    return standardize(error_correcting_code_raw(p, rng, channels, grid, device))
+    """BPSK (±1, bit 1 → -1) image of the received word of :func:`code_symbols`, a single-parity-check product
+    codeword sent through a binary symmetric channel, drawn as blocks of ~grid/n cells. Channels carry
+    independent messages. Returns [B, C, H, W] in {-1, +1}."""
+    _, noisy, n = code_symbols(p, rng, channels, grid, device)
+    n_max = noisy.shape[-1]
+    pix = torch.arange(grid, device=device)
+    sym = torch.div(pix[None, :] * n[:, None], grid, rounding_mode="floor")  # [B, grid] symbol of each cell
+    rows = sym[:, None, :, None].expand(-1, channels, -1, n_max)
+    img = noisy.gather(2, rows)
+    img = img.gather(3, sym[:, None, None, :].expand(-1, channels, grid, -1))
+    return torch.where(img, -1.0, 1.0)
