@@ -51,6 +51,19 @@ class _Formatter(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each record, not as it was at setup: a caller (a notebook,
+    a test runner's capture) may replace it after the CLI configured logging."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(verbosity: int = NORMAL, *, native_stderr: bool = False) -> None:
     """Set up the CLI's terminal output once per command (idempotent).
 
@@ -67,7 +80,7 @@ def configure(verbosity: int = NORMAL, *, native_stderr: bool = False) -> None:
             _filter_native_stderr()  # first: the handler below writes to the new sys.stderr
     for h in [h for h in log.handlers if getattr(h, "_spinlock", False)]:
         log.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter("%(message)s"))
     handler._spinlock = True  # type: ignore[attr-defined]
     log.addHandler(handler)
