@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,9 +27,12 @@ import ray
 
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
+from spinlock.encoding.inputs import prepare_inputs
 from spinlock.encoding.schema import FeatureSchema
-from spinlock.encoding.tokenizer import Tokenizer, prepare_inputs
 from spinlock.errors import DataError
+
+if TYPE_CHECKING:  # the encode actors import it; the cleaning tasks need not (see spinlock.encoding.inputs)
+    from spinlock.encoding.tokenizer import Tokenizer
 
 
 def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]:
