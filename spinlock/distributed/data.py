@@ -156,7 +156,7 @@ def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | No
 
 
 class ShardBatches:
-    """A training worker's Ray Data shard as torch batches, epoch after epoch, read once when it fits.
+    """A training worker's Ray Data shard as numpy blocks, epoch after epoch, read once when it fits.
 
     The first pass streams the shard's blocks (``iter_batches``); if all of them together take at most
     ``cache_bytes``, they are kept (as copies, in this worker process) and later epochs iterate them
