@@ -110,6 +110,15 @@ class TrainingConfig(_Strict):
     """CPUs each training worker reserves; leave some for Ray Data (docs/tokenizer.md)."""
     use_gpu: bool | Literal["auto"] = "auto"
     """One GPU per worker; ``auto`` uses GPUs when the cluster has at least ``num_workers`` of them."""
+    cache_mb: int = Field(512, ge=0)
+    """Largest shard (training rows of one worker, or the validation rows), in MiB, that a worker keeps
+    in its memory after the first epoch and iterates from there; a larger one is streamed through Ray
+    Data every epoch. Same batches either way; 0 always streams (docs/tokenizer.md)."""
+    checkpoint_seconds: float = Field(30.0, ge=0.0)
+    """The workers report to Ray Train, with a checkpoint from rank 0, after the first epoch that ends
+    this many seconds after the last report (or the worker group's start), and after the last epoch.
+    A restart resumes from the latest checkpoint, so a failure costs about this much training; each
+    report costs up to ~2 s (Ray Train's poll), more than a small epoch. 0: after every epoch."""
     max_failures: int = Field(1, ge=-1)
     """Worker-group restarts Ray Train may attempt (from the latest epoch checkpoint); -1 unlimited."""
 

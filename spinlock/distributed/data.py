@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,9 +27,12 @@ import ray
 
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
+from spinlock.encoding.inputs import prepare_inputs
 from spinlock.encoding.schema import FeatureSchema
-from spinlock.encoding.tokenizer import Tokenizer, prepare_inputs
 from spinlock.errors import DataError
+
+if TYPE_CHECKING:  # the encode actors import it; the cleaning tasks need not (see spinlock.encoding.inputs)
+    from spinlock.encoding.tokenizer import Tokenizer
 
 
 def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]:
@@ -149,3 +153,75 @@ def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | No
         return np.zeros(0, np.int64), np.zeros((0, tokenizer.n_tokens), np.int32), None
     emb = np.concatenate(embs).astype(np.float32) if embs else None
     return np.concatenate(idx).astype(np.int64), np.concatenate(toks).astype(np.int32), emb
+
+
+class ShardBatches:
+    """A training worker's Ray Data shard as numpy blocks, epoch after epoch, read once when it fits.
+
+    The first pass streams the shard's blocks (``iter_batches``); if all of them together take at most
+    ``cache_bytes``, they are kept (as copies, in this worker process) and later epochs iterate them
+    in memory instead of executing the Ray Data pipeline again (each execution costs a second or more
+    of planning and scheduling, far more than the epoch's compute on a small run). A larger shard is
+    streamed every epoch, bounded by Ray Data's backpressure. Either way the batches come out of the
+    same shuffle (:func:`shuffled`) over the same block sequence, so the cache changes speed, never
+    results.
+    """
+
+    def __init__(self, shard, cache_bytes: int):
+        self.shard = shard
+        self.cache_bytes = cache_bytes
+        self.blocks: list[dict[str, np.ndarray]] | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.blocks is not None
+
+    def __iter__(self):
+        if self.blocks is not None:
+            yield from self.blocks
+            return
+        kept: list[dict[str, np.ndarray]] | None = []
+        size = 0
+        for block in self.shard.iter_batches(batch_size=None, batch_format="numpy"):
+            if kept is not None:
+                size += sum(v.nbytes for v in block.values())
+                if size <= self.cache_bytes:
+                    kept.append({k: np.array(v) for k, v in block.items()})  # not a view of the object store
+                else:
+                    kept = None
+            yield block
+        self.blocks = kept  # only after a complete pass
+
+
+def shuffled(blocks, batch_size: int, buffer_rows: int, rng: np.random.Generator | None,
+             drop_last: bool):
+    """Batches of ``batch_size`` rows from a sequence of column blocks.
+
+    With ``rng``: a local shuffle — rows enter a buffer, and whenever it holds ``buffer_rows +
+    batch_size`` rows a batch is drawn from it at random; at the end the remainder is permuted. A
+    buffer as large as the shard is a full permutation per epoch. Without ``rng``: rows in order.
+    ``drop_last`` drops the final short batch (equal step counts on every DDP rank).
+    """
+    buf: dict[str, np.ndarray] | None = None
+    for block in blocks:
+        buf = block if buf is None else {k: np.concatenate([buf[k], block[k]]) for k in buf}
+        n = len(next(iter(buf.values())))
+        while n >= (buffer_rows + batch_size if rng is not None else batch_size):
+            if rng is not None:
+                take = rng.choice(n, batch_size, replace=False)
+                keep = np.ones(n, dtype=bool)
+                keep[take] = False
+                yield {k: v[take] for k, v in buf.items()}
+                buf = {k: v[keep] for k, v in buf.items()}
+            else:
+                yield {k: v[:batch_size] for k, v in buf.items()}
+                buf = {k: v[batch_size:] for k, v in buf.items()}
+            n -= batch_size
+    if buf is None:
+        return
+    n = len(next(iter(buf.values())))
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for i in range(0, n, batch_size):
+        if drop_last and i + batch_size > n:
+            break
+        yield {k: v[order[i:i + batch_size]] for k, v in buf.items()}

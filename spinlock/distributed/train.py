@@ -5,8 +5,10 @@
 the latest checkpoint (``ray.train.get_checkpoint``) when Ray Train restarts the worker group after a
 failure, wraps the model in DDP (``prepare_model``; the quantizers all-reduce their EMA codebook
 statistics and k-means initialisation themselves, ``sync_codebook``), feeds it its shard of the
-training Dataset, and after every epoch reports metrics with a checkpoint from rank 0
-(``ray.train.report`` is a barrier: every rank calls it every epoch).
+training Dataset (read through Ray Data once when it fits ``training.cache_mb``, see
+:class:`~spinlock.distributed.data.ShardBatches`), and reports metrics with a checkpoint from rank 0
+once ``training.checkpoint_seconds`` have passed and after the last epoch (``ray.train.report`` is a
+barrier every rank calls, and Ray Train takes one report per ~2 s poll, longer than a small epoch).
 
 :func:`tokenize_run` is the whole stage: split → streaming cleaning fit → category discovery →
 Ray Train fit → tokenizer directory → tokens for every operator.
@@ -31,12 +33,21 @@ import numpy as np
 import ray
 import ray.train
 import ray.train.torch
+import torch
+import torch.distributed as dist
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from spinlock.config.tokenizer import TokenizerConfig
 from spinlock.distributed.cluster import cluster_capacity
-from spinlock.distributed.data import encode_dataset, fit_cleaner, prepare_splits, read_features
+from spinlock.distributed.data import (
+    ShardBatches,
+    encode_dataset,
+    fit_cleaner,
+    prepare_splits,
+    read_features,
+    shuffled,
+)
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import stored_ic_shape
@@ -56,7 +67,7 @@ from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.encoding.training import TrainSettings, TrainState, build_model, epoch_line, flat_metrics, train_model
 from spinlock.errors import DataError, SpinlockError
-from spinlock.rng import derive_key
+from spinlock.rng import numpy_rng
 
 FAULT_ENV = "SPINLOCK_TOKENIZER_FAULT_MARKER"
 """Test hook: when set to a path that does not exist yet, training creates it and raises once at the
@@ -114,20 +125,16 @@ def train_loop_per_worker(config: dict) -> None:
     model.to(device)
     wrapped = ray.train.torch.prepare_model(model, parallel_strategy="ddp" if world > 1 else None)
 
-    train_shard = ray.train.get_dataset_shard("train")
+    cache_bytes = config["cache_mb"] * 2**20
+    train_shard = ShardBatches(ray.train.get_dataset_shard("train"), cache_bytes)
     batch_size, shuffle_buffer = config["batch_size"], config["shuffle_buffer"]
     fault_marker = config.get("fault_marker")
 
-    def batches(iterator, epoch: int | None):
-        seed = None if epoch is None else derive_key(settings.seed, "tokenizer.shuffle", epoch, rank) % 2**32
-        for b in iterator.iter_torch_batches(
-            batch_size=batch_size,
-            drop_last=epoch is not None,  # equal step counts on every rank (DDP)
-            local_shuffle_buffer_size=shuffle_buffer if epoch is not None else None,
-            local_shuffle_seed=seed,
-            device=device,
-        ):
-            yield {k: v.float() for k, v in b.items()}
+    def batches(shard: ShardBatches, epoch: int | None):
+        rng = None if epoch is None else numpy_rng(settings.seed, "tokenizer.shuffle", epoch, rank)
+        # drop_last on training epochs: equal step counts on every rank (DDP)
+        for b in shuffled(shard, batch_size, shuffle_buffer, rng, drop_last=epoch is not None):
+            yield {k: torch.from_numpy(np.ascontiguousarray(v)).to(device).float() for k, v in b.items()}
 
     def train_batches(epoch: int):
         if fault_marker and epoch == FAULT_EPOCH and not os.path.exists(fault_marker):
@@ -137,22 +144,34 @@ def train_loop_per_worker(config: dict) -> None:
 
     validation = None
     if rank == 0 and config["has_validation"]:
-        val_shard = ray.train.get_dataset_shard("validation")
+        val_shard = ShardBatches(ray.train.get_dataset_shard("validation"), cache_bytes)
 
         def validation(epoch: int):
             return batches(val_shard, None)
 
+    checkpoint_seconds = config["checkpoint_seconds"]
+    last_checkpoint = time.monotonic()
+
     def on_epoch_end(state: TrainState, record: dict) -> None:
+        nonlocal last_checkpoint
+        if rank == 0:  # not print(): Ray Train patches it to log *and* echo, so every line would show twice
+            sys.stdout.write(epoch_line(record, settings.epochs) + "\n")
+            sys.stdout.flush()
+        due = state.epoch == settings.epochs or time.monotonic() - last_checkpoint >= checkpoint_seconds
+        if world > 1:  # ray.train.report is a barrier: every rank follows rank 0's clock
+            flag = torch.tensor([int(due)], device=device)
+            dist.broadcast(flag, src=0)
+            due = bool(flag.item())
+        if not due:
+            return
         metrics = flat_metrics(record)
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
-            return
-        # not print(): Ray Train patches it to log *and* echo, so every line would show twice
-        sys.stdout.write(epoch_line(record, settings.epochs) + "\n")
-        sys.stdout.flush()
-        with tempfile.TemporaryDirectory() as d:
-            state.save(Path(d) / STATE_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                state.save(Path(d) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        last_checkpoint = time.monotonic()
 
     train_model(model, settings, train_batches, validation, start=start, on_epoch_end=on_epoch_end,
                 wrapped=wrapped, rank=rank)
@@ -181,6 +200,8 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
             "settings": dataclasses.asdict(settings),
             "batch_size": batch_size,
             "shuffle_buffer": min(per_worker, 8 * batch_size),
+            "cache_mb": tc.cache_mb,
+            "checkpoint_seconds": tc.checkpoint_seconds,
             "has_validation": n_validation > 0,
             "fault_marker": fault_marker,
         },

@@ -8,12 +8,17 @@ token positions), ``icfields`` (IC reader), ``outputs`` (tokens into dataset.h5 
 edges live in ``spinlock.distributed``; docs/tokenizer.md describes the stage.
 """
 
-from spinlock.encoding.categories import CategoryDiscovery
-from spinlock.encoding.cleaning import FeatureCleaner
-from spinlock.encoding.model import HierarchicalVQVAE, ModelSpec
-from spinlock.encoding.schema import FeatureBatch, FeatureNameMismatch, FeatureSchema
-from spinlock.encoding.split import Split
-from spinlock.encoding.tokenizer import Tokenizer
+import importlib
 
-__all__ = ["CategoryDiscovery", "FeatureBatch", "FeatureCleaner", "FeatureNameMismatch", "FeatureSchema",
-           "HierarchicalVQVAE", "ModelSpec", "Split", "Tokenizer"]
+_EXPORTS = {"CategoryDiscovery": "categories", "FeatureBatch": "schema", "FeatureCleaner": "cleaning",
+            "FeatureNameMismatch": "schema", "FeatureSchema": "schema", "HierarchicalVQVAE": "model",
+            "ModelSpec": "model", "Split": "split", "Tokenizer": "tokenizer"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import a class's module on first use (PEP 562), so importing one submodule (a Ray Data task
+    unpickling a cleaner) does not import scikit-learn, SciPy and the quantizer library."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

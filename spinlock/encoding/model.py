@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
+from spinlock.encoding.inputs import pool_ic  # noqa: F401  (re-exported)
+
 LEVELS = 3
 IC_EMBEDDING_DIM = 28
 IC_TARGET_RESOLUTION = 8
@@ -246,11 +248,6 @@ class ICEncoder(nn.Module):
         h = self.body(x)
         pooled = torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3), unbiased=False)], dim=1)
         return self.head(pooled), x
-
-
-def pool_ic(fields: torch.Tensor, resolution: int) -> torch.Tensor:
-    """[B, C, H, W] → [B, C, R, R] by average pooling (periodic fields: pooling, not resampling)."""
-    return F.adaptive_avg_pool2d(fields.float(), resolution)
 
 
 class HierarchicalVQVAE(nn.Module):

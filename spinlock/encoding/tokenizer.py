@@ -27,8 +27,9 @@ import torch
 from spinlock import __version__
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
+from spinlock.encoding.inputs import prepare_inputs
 from spinlock.encoding.layout import TokenLayout
-from spinlock.encoding.model import LEVELS, HierarchicalVQVAE, ModelSpec, pool_ic
+from spinlock.encoding.model import LEVELS, HierarchicalVQVAE, ModelSpec
 from spinlock.encoding.schema import META_KEY, FeatureBatch, FeatureSchema
 from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
@@ -36,18 +37,6 @@ from spinlock.errors import DataError
 TOKENIZER_FORMAT = 3  # 2: token streams, output heads read the latents too; 3: token layout (informative only)
 META_FILE, CLEANING_FILE, CATEGORIES_FILE, MODEL_FILE = (
     "tokenizer.json", "cleaning.npz", "categories.json", "model.pt")
-
-
-def prepare_inputs(cleaner: FeatureCleaner, batch: FeatureBatch, ic_fields: np.ndarray | None,
-                   ic_resolution: int) -> dict[str, np.ndarray]:
-    """Raw block → model inputs: ``x`` [B, D'], ``temporal`` [B, T', Dt'] (if any), ``ic`` [B, C, R, R]."""
-    clean = cleaner.transform(batch)
-    out = {"x": clean.x}
-    if clean.temporal.shape[2]:
-        out["temporal"] = clean.temporal
-    if ic_fields is not None:
-        out["ic"] = pool_ic(torch.from_numpy(np.ascontiguousarray(ic_fields)), ic_resolution).numpy()
-    return out
 
 
 @dataclass(frozen=True)
