@@ -23,7 +23,10 @@ from spinlock.storage.zarrstore import open_trajectories
 
 
 def resolve_dataset(path: str | Path) -> Path:
-    p = Path(path)
+    """The local ``dataset.h5`` of a run folder or file; a URI is fetched to the node's cache first."""
+    from spinlock.storage.remote import local_copy
+
+    p = local_copy(path)
     if p.is_dir():
         p = p / DATASET_FILE
     if not p.is_file():
