@@ -56,7 +56,8 @@ class ICReader:
                 if is_remote(self.path):
                     import fsspec
 
-                    f = h5py.File(fsspec.open(self.path, "rb", block_size=4 << 20).open(), "r")
+                    fs, key = fsspec.core.url_to_fs(self.path)
+                    f = h5py.File(fs.open(key, "rb", block_size=4 << 20), "r")
                 else:
                     # no file lock: the tokenize driver appends /tokens once the readers are done, while
                     # Ray may still be tearing down the actors that hold the file open
