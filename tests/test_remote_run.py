@@ -124,11 +124,11 @@ def test_info_check_and_readers_on_the_bucket(s3, completed, capsys):
     assert main(["info", f"s3://{BUCKET}/runs/bad/dataset.h5", "--check"]) == 2  # a clear error, not a traceback
     assert "not a readable HDF5 file" in capsys.readouterr().err
 
-    ds = OperatorDataset(f"s3://{BUCKET}/runs/a", fields=["operator_index", "tokens"])
-    assert len(ds) == 24 and ds[5]["operator_index"].item() == 5
+    assert RunData(f"s3://{BUCKET}/runs/a").has_tokens
     rows = read_operators(f"s3://{BUCKET}/runs/a/dataset.h5", fields=["operator_index"]).take_all()
     assert sorted(int(r["operator_index"]) for r in rows) == list(range(24))
-    assert RunData(f"s3://{BUCKET}/runs/a").has_tokens
+    ds = OperatorDataset(f"s3://{BUCKET}/runs/a", fields=["operator_index", "tokens"])
+    assert len(ds) == 24 and ds[5]["operator_index"].item() == 5
 
 
 def test_uris_are_refused_before_any_work(s3, tmp_path, capsys):
