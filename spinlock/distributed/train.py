@@ -501,8 +501,11 @@ class RunOutput:
     def dataset(self) -> Path:
         """The local ``dataset.h5`` (fetched from the bucket for a URI)."""
         path = self.local / "dataset.h5"
-        if self.store is not None and self.store.fetch("dataset.h5", path) is None:
-            raise DataError(f"{self.ic_source} not found (run `spinlock generate` first)")
+        if self.store is not None:
+            if self.store.fetch("dataset.h5", path) is None:
+                raise DataError(f"{self.ic_source} not found (run `spinlock generate` first)")
+            # the copy is about to get /tokens: until publish() it no longer stands for the bucket's object
+            path.with_name(path.name + ".remote").unlink()
         if not path.is_file():
             raise DataError(f"{path} not found (the IC branch reads /ics/fields from it)")
         return path
