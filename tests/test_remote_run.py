@@ -199,3 +199,16 @@ def test_killed_driver_resumes_from_the_bucket_checkpoint(s3, completed, tmp_pat
     assert [r["epoch"] for r in history] == list(range(epochs))
     assert history[-1]["attempt_start_epoch"] > 0  # resumed from the bucket's checkpoint, not restarted
     np.testing.assert_array_equal(bucket_tokens(s3, prefix, tmp_path), bucket_tokens(s3, "runs/a", tmp_path))
+
+
+def test_cache_refetches_only_changed_objects(s3, tmp_path):
+    """local_copy keeps an unchanged object's cached copy and fetches a changed one (its ETag moved)."""
+    from spinlock.storage.remote import local_copy
+
+    s3.fs.pipe_file(f"{BUCKET}/cache/x/dataset.h5", b"one")
+    first = local_copy(f"s3://{BUCKET}/cache/x/dataset.h5")
+    stamp = first.stat().st_mtime_ns
+    assert local_copy(f"s3://{BUCKET}/cache/x/dataset.h5").stat().st_mtime_ns == stamp
+    s3.fs.pipe_file(f"{BUCKET}/cache/x/dataset.h5", b"two")
+    assert local_copy(f"s3://{BUCKET}/cache/x/dataset.h5").read_bytes() == b"two"
+
