@@ -163,6 +163,25 @@ def test_missing_extra_names_it(monkeypatch, capsys):
     assert "pip install 'spinlock[gcs]'" in capsys.readouterr().err
 
 
+def registered_checkpoint(store: RemoteStore, ray_dir: str) -> bool:
+    """Whether Ray Train's checkpoint manager snapshot in the bucket names a checkpoint (what a new driver
+    resumes from; a checkpoint folder alone is not registered until the snapshot is written)."""
+    store.fs.invalidate_cache()
+    snapshots = [k for k in (store.fs.find(f"{BUCKET}/{ray_dir}") if store.fs.exists(f"{BUCKET}/{ray_dir}") else [])
+                 if k.endswith("checkpoint_manager_snapshot.json")]
+    for key in snapshots:
+        try:
+            text = store.fs.cat_file(key)
+        except FileNotFoundError:
+            continue
+        state = json.loads(text)
+        if isinstance(state, str):  # stored as a JSON string of the state
+            state = json.loads(state)
+        if state.get("latest_checkpoint_result"):
+            return True
+    return False
+
+
 def test_killed_driver_resumes_from_the_bucket_checkpoint(s3, completed, tmp_path):
     """SIGKILL a ``spinlock run`` driver once its first Ray Train checkpoint is in the bucket; the rerun
     resumes from it (epoch 0 is not trained again) and writes the tokens of the uninterrupted run.
@@ -181,9 +200,7 @@ def test_killed_driver_resumes_from_the_bucket_checkpoint(s3, completed, tmp_pat
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            s3.fs.invalidate_cache()
-            if s3.fs.exists(f"{BUCKET}/{prefix}/tokenizer/ray") and any(
-                    "checkpoint_" in k for k in s3.fs.find(f"{BUCKET}/{prefix}/tokenizer/ray")):
+            if registered_checkpoint(s3, f"{prefix}/tokenizer/ray"):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the driver finished before it could be killed"
