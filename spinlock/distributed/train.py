@@ -167,7 +167,7 @@ def _use_gpu(setting: bool | str, workers: int) -> bool:
 
 
 def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: ModelSpec, settings: TrainSettings,
-              cfg: TokenizerConfig, *, storage_path: str, name: str, n_train: int, n_validation: int,
+              cfg: TokenizerConfig, *, storage_path: str | Path, name: str, n_train: int, n_validation: int,
               fault_marker: str | None = None, storage_filesystem=None) -> TrainState:
     """Run the Ray Train fit and return the final state (from the latest checkpoint).
 
@@ -191,7 +191,8 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
         },
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=_use_gpu(tc.use_gpu, tc.num_workers),
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_filesystem,
+        run_config=RunConfig(name=name, storage_filesystem=storage_filesystem,
+                             storage_path=str(storage_path if storage_filesystem else Path(storage_path).resolve()),
                              failure_config=FailureConfig(max_failures=tc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets={"train": train, "validation": validation},
