@@ -9,7 +9,9 @@ tokenized: one code per informative codebook, :mod:`spinlock.encoding.layout`). 
 codebook size of each position) is :meth:`OperatorDataset.token_layout`.
 
 The HDF5 file is opened lazily by the process that reads (each DataLoader worker, each Ray actor)
-and is never pickled, so the objects can be sent to workers freely. Trajectories are read from
+and is never pickled, so the objects can be sent to workers freely. A ``s3://`` / ``gs://`` run or
+``dataset.h5`` URI is downloaded once to the node's cache and read from there
+(:func:`spinlock.storage.remote.local_copy`; each Ray actor fetches it on its own node). Trajectories are read from
 ``/trajectories`` or, for ``storage.trajectories.format: zarr``, from the Zarr array the file records.
 
     >>> ds = OperatorDataset("runs/quickstart/dataset.h5")          # doctest: +SKIP
@@ -33,6 +35,7 @@ from spinlock.encoding.icfields import read_rows
 from spinlock.encoding.layout import TokenLayout
 from spinlock.errors import DataError
 from spinlock.storage import zarrstore
+from spinlock.storage.remote import is_remote
 
 # field name → path inside dataset.h5
 _PATHS = {
@@ -51,7 +54,9 @@ _PATHS = {
 
 
 def _resolve(path: str | Path) -> str:
-    p = Path(path)
+    from spinlock.storage.remote import local_copy
+
+    p = local_copy(path)
     if p.is_dir():
         p = p / "dataset.h5"
     if not p.is_file():
@@ -70,7 +75,7 @@ class _Lazy:
 
     def get(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
+            self._file = h5py.File(_resolve(self.path), "r")  # a URI: fetched on this node
             self._trajectories = None
             self._pid = os.getpid()
         return self._file
@@ -188,6 +193,7 @@ def read_operators(path: str | Path, fields: Sequence[str] | None = None, rows_p
         if "tokens" in fields:
             _token_layout(f, p)
     ds = ray.data.range(n, override_num_blocks=max(1, math.ceil(n / rows_per_block)))
-    return ds.map_batches(_ReadRows, fn_constructor_kwargs={"path": p, "fields": fields},
+    source = str(path) if is_remote(path) else p  # actors on other nodes fetch a URI themselves
+    return ds.map_batches(_ReadRows, fn_constructor_kwargs={"path": source, "fields": fields},
                           compute=ray.data.ActorPoolStrategy(size=actors), batch_size=rows_per_block,
                           batch_format="numpy")

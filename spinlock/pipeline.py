@@ -12,32 +12,44 @@ from pathlib import Path
 
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
-from spinlock.errors import SpinlockError
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, address: str | None = None, workers: int | None = None,
                  show_progress: bool = True) -> dict[str, object]:
-    """Run every stage into ``out`` (a local or shared folder); returns a small summary."""
+    """Run every stage into ``out``: a local or shared folder, or an ``s3://`` / ``gs://`` URI.
+
+    For a URI every stage works from the driver's staging folder (``distributed.staging_dir``) and the
+    bucket is the truth: shards, features and ``dataset.h5`` are uploaded by generation, the tokenizer,
+    ``tokens.parquet`` and ``dataset.h5`` with ``/tokens`` by tokenize (Ray Train checkpoints live in the
+    bucket), and ``report/`` last. Returns a small summary (locations as given, URIs for a bucket).
+    """
     from spinlock.distributed.cluster import ray_session
     from spinlock.distributed.driver import generate
     from spinlock.distributed.train import tokenize_run
-    from spinlock.storage.remote import is_remote
+    from spinlock.storage.remote import RemoteStore, check_location, is_remote
     from spinlock.viz.report import write_report
 
-    if is_remote(out):
-        raise SpinlockError(
-            f"spinlock run needs a filesystem --out (local, NFS or a mounted PVC), got {out}; for object"
-            " storage use `spinlock generate` with the URI and run `spinlock tokenize` on a local copy"
-        )
+    out = check_location(out, "--out")
+    store = RemoteStore(out) if is_remote(out) else None
+    if store is not None:
+        store.ensure_bucket()  # before Ray starts
+    where = store.url if store is not None else str(out)
+    staging = cfg.distributed.staging_dir
     times: dict[str, float] = {}
     with ray_session(address):
         t = time.perf_counter()
-        dataset = generate(cfg, out, workers=workers, show_progress=show_progress)
+        generate(cfg, out, workers=workers, show_progress=show_progress)
         times["generate"] = time.perf_counter() - t
         t = time.perf_counter()
-        tok = tokenize_run(out, cfg.tokenizer, cfg.seed, config_hash(cfg))
+        tok = tokenize_run(out, cfg.tokenizer, cfg.seed, config_hash(cfg), staging_dir=staging)
         times["tokenize"] = time.perf_counter() - t
     t = time.perf_counter()
-    report = write_report(out)
+    if store is None:
+        report = str(write_report(out))
+    else:
+        local = store.mirror_run(store.staging(staging))
+        store.upload_dir(write_report(local), "report")
+        report = f"{where}/report"
     times["report"] = time.perf_counter() - t
-    return {"dataset": str(dataset), "tokenizer": tok, "report": str(report), "seconds": times}
+    return {"dataset": f"{where}/dataset.h5", "tokenizer_dir": f"{where}/tokenizer", "tokenizer": tok,
+            "report": report, "seconds": times}

@@ -68,7 +68,10 @@ def bit_exact(gen: Generation, device: str, precision: str) -> bool:
 
 
 def resolve_dataset(path: str | Path) -> Path:
-    p = Path(path)
+    """The local ``dataset.h5`` of a run folder or file; a URI is fetched to the node's cache first."""
+    from spinlock.storage.remote import local_copy
+
+    p = local_copy(path)
     if p.is_dir():
         p = p / DATASET_FILE
     if not p.is_file():

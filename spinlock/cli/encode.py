@@ -6,23 +6,23 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="run output directory (holds features/ and dataset.h5)")
-    p.add_argument("--tokenizer", required=True, help="trained tokenizer directory (e.g. OTHER_RUN/tokenizer)")
+    p.add_argument("dir", help="run output directory or s3:// / gs:// URI (holds features/ and dataset.h5)")
+    p.add_argument("--tokenizer", required=True,
+                   help="trained tokenizer directory or URI (e.g. OTHER_RUN/tokenizer)")
     p.add_argument("--actors", type=int, default=1, help="Ray Data encoding actors (one CPU each)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join ('auto' or HOST:PORT); default: RAY_ADDRESS, else an embedded Ray")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from spinlock.cli.tokenize import run_location
     from spinlock.distributed.cluster import ray_session
     from spinlock.distributed.train import encode_run
     from spinlock.errors import DataError
+    from spinlock.storage.remote import check_location
 
-    out = Path(args.dir)
-    if not out.is_dir():
-        raise DataError(f"run directory not found: {out}")
+    out = run_location(args.dir)
+    check_location(args.tokenizer, "--tokenizer")
     if args.actors < 1:
         raise DataError(f"--actors must be >= 1, got {args.actors}")
     with ray_session(args.address):

@@ -34,9 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from spinlock import logs
     from spinlock.config import load_config
     from spinlock.distributed.driver import generate
+    from spinlock.storage.remote import check_location
 
+    out = check_location(args.out, "--out") if args.out else None  # a URI stays a string, checked first
     cfg = load_config(args.config, args.overrides)
-    out = args.out if args.out else Path("runs") / cfg.name
+    out = out or Path("runs") / cfg.name
     path = generate(cfg, out, address=args.address, workers=args.workers, show_progress=not logs.quiet())
     print(f"dataset: {path}")
     return 0

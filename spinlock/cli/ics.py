@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
             raise SpinlockError(f"unknown IC type(s) {unknown}; expected one of {sorted(types)}")
         types = {name: ic for name, ic in types.items() if name in args.types}
     if args.out:
+        from spinlock.storage.remote import require_local
+
+        require_local(args.out, "--out")
         if args.samples < 1 or args.grid < 8:
             raise SpinlockError(f"--samples must be >= 1 and --grid >= 8, got {args.samples} and {args.grid}")
         from spinlock.viz.gallery import render_gallery

@@ -6,19 +6,18 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="run directory, dataset.h5 or a shard file")
+    p.add_argument("path", help="run directory, dataset.h5 or a shard file (or its s3:// / gs:// URI)")
     p.add_argument("--check", action="store_true", help="check the file against docs/dataset-format.md")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from spinlock.storage.checker import check_file
     from spinlock.storage.reader import describe
+    from spinlock.storage.remote import local_copy
 
-    print(describe(args.path))
+    p = local_copy(args.path)  # a URI: fetched to this machine's cache (HDF5 wants a seekable file)
+    print(describe(p))
     if args.check:
-        p = Path(args.path)
         p = p / "dataset.h5" if p.is_dir() else p
         problems = check_file(p)
         if problems:

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="run directory (or dataset.h5)")
+    p.add_argument("dir", help="run directory or dataset.h5 (or its s3:// / gs:// URI)")
     p.add_argument("--operator", type=int, required=True, help="global operator index")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to re-run; auto: the device the operator was generated on if this machine has it,"
@@ -18,7 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spinlock.replay import compare_with_stored, replay_operator
+    from spinlock.storage.remote import check_location, require_local
 
+    require_local(args.save, "--save")
+    check_location(args.dir, "run")
     rep = replay_operator(args.dir, args.operator, args.device)
     cmp = compare_with_stored(args.dir, rep)
     M, T1, C, H, W = rep.trajectory.shape

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="run output directory (holds config.yaml, features/, dataset.h5)")
+    p.add_argument("dir", help="run output directory or s3:// / gs:// URI (holds config.yaml, features/, dataset.h5)")
     p.add_argument("--config", default=None,
                    help="run config YAML whose seed and tokenizer section to use (default: DIR/config.yaml)")
     p.add_argument("--address", default=None,
@@ -14,17 +14,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from spinlock.config import config_hash, load_config
     from spinlock.distributed.cluster import ray_session
     from spinlock.distributed.train import tokenize_run
-    from spinlock.errors import DataError
 
-    out = Path(args.dir)
-    if not out.is_dir():
-        raise DataError(f"run directory not found: {out}")
-    cfg = load_config(args.config or out / "config.yaml")
+    out = run_location(args.dir)
+    cfg = load_config(args.config or run_config_file(out))
     with ray_session(args.address):
-        tokenize_run(out, cfg.tokenizer, cfg.seed, config_hash(cfg))
+        tokenize_run(out, cfg.tokenizer, cfg.seed, config_hash(cfg), staging_dir=cfg.distributed.staging_dir)
     return 0
+
+
+def run_location(text: str) -> str:
+    """A run folder that exists, or an object-store URI whose bucket holds ``dataset.h5`` (checked before Ray)."""
+    from pathlib import Path
+
+    from spinlock.errors import DataError
+    from spinlock.storage.remote import RemoteStore, check_location, is_remote
+
+    out = check_location(text, "run")
+    if is_remote(out):
+        store = RemoteStore(out)
+        store.ensure_bucket()
+        if not store.exists("dataset.h5"):
+            raise DataError(f"no dataset at {store.url}/dataset.h5 (run `spinlock generate` there first)")
+        return store.url
+    if not Path(out).is_dir():
+        raise DataError(f"run directory not found: {out}")
+    return out
+
+
+def run_config_file(out: str) -> str:
+    """``OUT/config.yaml`` as a local file (fetched to the node's cache for a URI)."""
+    from spinlock.errors import DataError
+    from spinlock.storage.remote import RemoteStore, is_remote
+
+    if not is_remote(out):
+        return f"{out}/config.yaml"
+    store = RemoteStore(out)
+    local = store.fetch("config.yaml", store.staging(None) / "config.yaml")
+    if local is None:
+        raise DataError(f"no {store.url}/config.yaml: pass --config")
+    return str(local)

@@ -29,8 +29,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", type=Path, help="run output directory (holding dataset.h5) or a dataset.h5 file")
-    p.add_argument("--out", type=Path, required=True, help="folder for the renderings and plots")
+    p.add_argument("dir", help="run output directory (holding dataset.h5), a dataset.h5 file, or its s3:// / gs:// URI")
+    p.add_argument("--out", required=True, help="local folder for the renderings and plots")
     sel = p.add_argument_group("operator selection (one of; default --random 4)").add_mutually_exclusive_group()
     sel.add_argument("--operators", type=_int_list, metavar="I,J,...", help="global operator indices")
     sel.add_argument("--random", type=int, metavar="K", help="K ok operators drawn with --seed")
@@ -82,10 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spinlock.storage.remote import check_location, require_local
     from spinlock.viz.data import RunData
     from spinlock.viz.render import RenderOptions, render_group
     from spinlock.viz.video import parse_formats
 
+    require_local(args.out, "--out")
+    check_location(args.dir, "run")
     plots = [v.strip() for v in args.plots.split(",") if v.strip()]
     if not plots or any(v not in PLOTS for v in plots):
         raise SpinlockError(f"--plots {args.plots!r}: expected a comma list of {list(PLOTS)}")
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if args.diversity is not None and args.most_diverse is None and args.least_diverse is None:
         raise SpinlockError("--diversity only applies to --most-diverse / --least-diverse")
     run_data = RunData(args.dir)
-    out: Path = args.out
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seed = run_data.seed if args.seed is None else args.seed
     written: list[Path] = []

@@ -30,13 +30,27 @@ from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.inputs import prepare_inputs
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.errors import DataError
+from spinlock.storage.remote import RemoteStore, is_remote
 
 if TYPE_CHECKING:  # the encode actors import it; the cleaning tasks need not (see spinlock.encoding.inputs)
     from spinlock.encoding.tokenizer import Tokenizer
 
 
 def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]:
-    """The run's feature tables as one Dataset (one block per table or row group) and their schema."""
+    """The run's feature tables as one Dataset (one block per table or row group) and their schema.
+
+    ``out_dir`` may be an object-store URI: Ray Data's read tasks then read the tables from the bucket
+    on whichever node they run, through the same fsspec filesystem as every other access.
+    """
+    if is_remote(out_dir):
+        store = RemoteStore(str(out_dir))
+        fs = store.arrow_filesystem()
+        names = sorted(n for n in store.listdir("features") if n.startswith("shard-") and n.endswith(".parquet"))
+        keys = [store.key(f"features/{n}") for n in names]
+        schema = FeatureSchema.from_parquet_files(keys, f"{store.url}/features", filesystem=fs)
+        ds = ray.data.read_parquet(keys, filesystem=fs)
+        ds.context.execution_options.preserve_order = True
+        return ds, schema
     schema, files = FeatureSchema.from_parquet_dir(Path(out_dir) / "features")
     ds = ray.data.read_parquet([str(f) for f in files])
     ds.context.execution_options.preserve_order = True  # shared by every dataset derived from ds

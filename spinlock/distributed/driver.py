@@ -107,7 +107,7 @@ class GenerationRun:
         self._pull_new()
         # virtual datasets cannot point into a bucket
         path = merge_shards(cfg, self.local, mode="copy", shards=verified)
-        self.remote.upload(path, DATASET_FILE)
+        self.remote.publish(path, DATASET_FILE)  # records the object's tag: tokenize reuses this copy
         return path
 
     def _precheck(self, shape: PoolShape) -> None:

@@ -68,6 +68,7 @@ from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.encoding.training import TrainSettings, TrainState, build_model, epoch_line, flat_metrics, train_model
 from spinlock.errors import DataError, SpinlockError
 from spinlock.rng import numpy_rng
+from spinlock.storage.remote import RemoteStore, is_remote
 
 FAULT_ENV = "SPINLOCK_TOKENIZER_FAULT_MARKER"
 """Test hook: when set to a path that does not exist yet, training creates it and raises once at the
@@ -101,7 +102,8 @@ def run_name(out_dir: str | Path, config_hash: str) -> str:
     RunConfig(name) resumes whatever run already has that name, so rerunning ``spinlock tokenize`` on
     the same directory with the same config resumes its training, and anything else starts afresh.
     """
-    where = hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:8]
+    location = str(out_dir).rstrip("/") if is_remote(out_dir) else str(Path(out_dir).resolve())
+    where = hashlib.sha256(location.encode()).hexdigest()[:8]
     return f"tokenizer-{config_hash}-{where}"
 
 
@@ -185,9 +187,13 @@ def _use_gpu(setting: bool | str, workers: int) -> bool:
 
 
 def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: ModelSpec, settings: TrainSettings,
-              cfg: TokenizerConfig, *, storage_path: Path, name: str, n_train: int, n_validation: int,
-              fault_marker: str | None = None) -> TrainState:
-    """Run the Ray Train fit and return the final state (from the latest checkpoint)."""
+              cfg: TokenizerConfig, *, storage_path: str | Path, name: str, n_train: int, n_validation: int,
+              fault_marker: str | None = None, storage_filesystem=None) -> TrainState:
+    """Run the Ray Train fit and return the final state (from the latest checkpoint).
+
+    ``storage_path``: Ray Train's storage, a local folder, or with ``storage_filesystem`` (a pyarrow
+    filesystem) a bucket path without its scheme (``bucket/prefix/tokenizer/ray``).
+    """
     tc = cfg.training
     per_worker = n_train // tc.num_workers
     if per_worker < 2:
@@ -207,7 +213,8 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
         },
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=_use_gpu(tc.use_gpu, tc.num_workers),
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(storage_path.resolve()),
+        run_config=RunConfig(name=name, storage_filesystem=storage_filesystem,
+                             storage_path=str(storage_path if storage_filesystem else Path(storage_path).resolve()),
                              failure_config=FailureConfig(max_failures=tc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets={"train": train, "validation": validation},
@@ -371,27 +378,29 @@ def quiet_ray_data() -> None:
 
 
 def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_hash: str,
-                 log: Callable[[str], None] = _stage_log.info) -> dict:
-    """The tokenize stage on a run directory (Ray must be initialised). Returns the summary dict.
+                 log: Callable[[str], None] = _stage_log.info, staging_dir: str | None = None) -> dict:
+    """The tokenize stage on a run directory or object-store URI (Ray must be initialised). Returns the
+    summary dict.
 
     ``config_hash`` is the run's (``spinlock.config.config_hash``); combined with the seed and the
     tokenizer section it names the Ray Train run, so only an identical rerun resumes a fit.
 
     Writes ``OUT/tokenizer/`` (tokenizer files, ``metrics.jsonl``, ``summary.json``, Ray Train storage
     under ``ray/``), ``dataset.h5:/tokens``, ``/features/initial_learned`` and ``OUT/tokens.parquet``.
+    For a URI (:class:`RunOutput`) the files are written in the staging folder (``staging_dir``) and
+    uploaded at the end, while Ray Train keeps its checkpoints in the bucket.
     """
     quiet_ray_data()
-    out = Path(out_dir).resolve()
+    run = RunOutput(out_dir, staging_dir)
+    out = run.local
     tok_dir = out / "tokenizer"
     tok_dir.mkdir(parents=True, exist_ok=True)
     config_hash = tokenizer_hash(cfg, seed, config_hash)
-    h5_path = out / "dataset.h5"
-    if not h5_path.is_file():
-        raise DataError(f"{h5_path} not found (the IC branch reads /ics/fields from it)")
+    h5_path = run.dataset()
     ic_shape = stored_ic_shape(h5_path)
     t0 = time.perf_counter()
 
-    ds, schema = read_features(out)
+    ds, schema = read_features(run.where)
     split = Split(seed, cfg.validation_fraction)
     cleaner = fit_cleaner(ds, FeatureCleaner(schema, split, **cfg.cleaning.model_dump()))
     log(f"cleaning: {len(cleaner.names_out)}/{len(schema.scalar)} scalar features and"
@@ -404,7 +413,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     log(f"categories: {len(categories)} (silhouette {max(cats.scores_.values(), default=float('nan')):.3f})")
 
     resolution = min(cfg.model.ic_resolution, ic_shape[1], ic_shape[2])
-    train_ds, val_ds = prepare_splits(ds, cleaner, str(h5_path), resolution)
+    train_ds, val_ds = prepare_splits(ds, cleaner, run.ic_source, resolution)
     n_train, n_val = train_ds.count(), val_ds.count()
     spec, plan = plan_model(cfg, cleaner, categories, schema.temporal_length, ic_shape, resolution, train_ds,
                             n_train)
@@ -412,8 +421,9 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     log(codebook_message(spec, plan))
     log(f"training: {n_train} train / {n_val} validation rows, {spec.n_encoders} token streams,"
         f" {cfg.training.num_workers} worker(s)")
-    state = fit_vqvae(train_ds, val_ds, spec, settings, cfg, storage_path=tok_dir / "ray",
-                      name=run_name(out, config_hash), n_train=n_train, n_validation=n_val,
+    storage_path, storage_fs = run.train_storage()
+    state = fit_vqvae(train_ds, val_ds, spec, settings, cfg, storage_path=storage_path, storage_filesystem=storage_fs,
+                      name=run_name(run.where, config_hash), n_train=n_train, n_validation=n_val,
                       fault_marker=os.environ.get(FAULT_ENV))
     del train_ds, val_ds
 
@@ -426,7 +436,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
             f.write(json.dumps(record) + "\n")
 
     gpus = 1.0 if _use_gpu(cfg.training.use_gpu, cfg.data_actors) else 0.0
-    index, tokens, embedding = encode_dataset(ds, tokenizer, str(h5_path), cfg.data_actors, gpus)
+    index, tokens, embedding = encode_dataset(ds, tokenizer, run.ic_source, cfg.data_actors, gpus)
     converged = _converged(h5_path, index)
     # the layout is fixed here, from the fit's own operators (converged, training split), and saved
     fit_rows = converged & ~cleaner.split.is_validation(index)
@@ -454,27 +464,88 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
         log(f"warning: {len(health['constant_positions'])} token position(s) hold one code for every converged"
             f" operator: {', '.join(health['constant_positions'][:8])}")
     (tok_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
-    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {h5_path} and {out / 'tokens.parquet'}")
+    run.publish(tokenizer=True)
+    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/dataset.h5 and"
+        f" {run.where}/tokens.parquet")
     return summary
 
 
 def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
-               log: Callable[[str], None] = _stage_log.info) -> np.ndarray:
-    """Tokens for a run directory with an already trained tokenizer (Ray must be initialised)."""
+               log: Callable[[str], None] = _stage_log.info, staging_dir: str | None = None) -> np.ndarray:
+    """Tokens for a run directory or URI with an already trained tokenizer (Ray must be initialised).
+
+    A tokenizer URI is downloaded to the node's cache (:func:`spinlock.storage.remote.local_copy` of its
+    folder); the run is read and written as in :func:`tokenize_run`.
+    """
     quiet_ray_data()
-    out = Path(out_dir).resolve()
+    run = RunOutput(out_dir, staging_dir)
+    if is_remote(tokenizer_dir):
+        store = RemoteStore(str(tokenizer_dir))
+        tokenizer_dir = store.fetch_tree("", store.staging(staging_dir))
     tokenizer = Tokenizer.load(tokenizer_dir)
-    ds, schema = read_features(out)
-    tokenizer.cleaner.check_schema(schema, str(out / "features"))
-    h5_path = out / "dataset.h5"
+    ds, schema = read_features(run.where)
+    tokenizer.cleaner.check_schema(schema, f"{run.where}/features")
+    h5_path = run.dataset()
     ic_path = None
     if tokenizer.spec.ic_channels:
         shape = stored_ic_shape(h5_path)
         if tuple(shape) != tokenizer.ic_shape:
             raise DataError(f"{h5_path}: /ics/fields rows are {shape}, the tokenizer expects {tokenizer.ic_shape}")
-        ic_path = str(h5_path)
+        ic_path = run.ic_source
     index, tokens, embedding = encode_dataset(ds, tokenizer, ic_path, actors,
                                               1.0 if _use_gpu("auto", actors) else 0.0)
-    write_tokens(out, index, tokens, tokenizer.layout, embedding)
-    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {h5_path} and {out / 'tokens.parquet'}")
+    write_tokens(run.local, index, tokens, tokenizer.layout, embedding)
+    run.publish(tokenizer=False)
+    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/dataset.h5 and"
+        f" {run.where}/tokens.parquet")
     return tokens
+
+
+class RunOutput:
+    """Where the tokenize stage reads and writes a run: a local folder, or an object-store URI.
+
+    For a URI, ``local`` is the node's staging folder of that URI (``distributed.staging_dir``), holding a
+    copy of ``dataset.h5`` fetched from the bucket (downloaded only when the object changed); the feature
+    tables (Ray Data) and the IC fields (``ic_source``, fsspec + h5py in the workers) are read from the
+    bucket on whichever node a task runs; Ray Train's storage is ``OUT/tokenizer/ray`` in the bucket.
+    """
+
+    def __init__(self, out_dir: str | Path, staging_dir: str | None = None):
+        self.store = RemoteStore(str(out_dir)) if is_remote(out_dir) else None
+        if self.store is not None:
+            self.store.ensure_bucket()
+            self.local = self.store.staging(staging_dir)
+            self.where = self.store.url
+        else:
+            self.local = Path(out_dir).resolve()
+            self.where = str(self.local)
+        self.ic_source = f"{self.where}/dataset.h5"
+
+    def dataset(self) -> Path:
+        """The local ``dataset.h5`` (fetched from the bucket for a URI)."""
+        path = self.local / "dataset.h5"
+        if self.store is not None:
+            if self.store.fetch("dataset.h5", path) is None:
+                raise DataError(f"{self.ic_source} not found (run `spinlock generate` first)")
+            # the copy is about to get /tokens: until publish() it no longer stands for the bucket's object
+            path.with_name(path.name + ".remote").unlink()
+        if not path.is_file():
+            raise DataError(f"{path} not found (the IC branch reads /ics/fields from it)")
+        return path
+
+    def train_storage(self) -> tuple[str, object | None]:
+        """Ray Train's ``(storage_path, storage_filesystem)``: the bucket for a URI, so a killed trainer or
+        driver resumes from the checkpoints there on any machine."""
+        if self.store is None:
+            return str(self.local / "tokenizer" / "ray"), None
+        return self.store.key("tokenizer/ray"), self.store.arrow_filesystem()
+
+    def publish(self, tokenizer: bool) -> None:
+        """Upload the stage's outputs for a URI: the tokenizer folder, ``tokens.parquet``, then
+        ``dataset.h5`` (with ``/tokens``) as one object, replaced whole or not at all."""
+        if self.store is None:
+            return
+        if tokenizer:
+            self.store.upload_dir(self.local / "tokenizer", "tokenizer")
+        self.store.upload(self.local / "tokens.parquet", "tokens.parquet")
+        self.store.publish(self.local / "dataset.h5", "dataset.h5")

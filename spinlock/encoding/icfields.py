@@ -1,7 +1,10 @@
 """Read stored initial conditions by operator index from ``dataset.h5`` (for the CNN branch).
 
 The file is opened lazily in the process that reads (a Ray actor, a DataLoader worker) and never
-pickled: a reader sent to another process reopens the file there.
+pickled: a reader sent to another process reopens the file there. An object-store URI
+(``s3://.../dataset.h5``) is opened with fsspec + h5py: a tokenize worker on any node reads just
+``/operators/index`` and its rows of ``/ics/fields`` with range requests, never the whole file (whose
+trajectories dominate its size).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filters the writer may use
 import numpy as np
 
 from spinlock.errors import DataError
+from spinlock.storage.remote import is_remote
 
 
 def stored_ic_shape(path: str | Path) -> tuple[int, int, int]:
@@ -49,10 +53,16 @@ class ICReader:
     def _open(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             try:
-                # no file lock: the tokenize driver appends /tokens once the readers are done, while
-                # Ray may still be tearing down the actors that hold the file open
-                f = h5py.File(self.path, "r", locking=False)
-            except OSError as e:
+                if is_remote(self.path):
+                    import fsspec
+
+                    fs, key = fsspec.core.url_to_fs(self.path)
+                    f = h5py.File(fs.open(key, "rb", block_size=4 << 20), "r")
+                else:
+                    # no file lock: the tokenize driver appends /tokens once the readers are done, while
+                    # Ray may still be tearing down the actors that hold the file open
+                    f = h5py.File(self.path, "r", locking=False)
+            except (OSError, FileNotFoundError) as e:
                 raise DataError(f"cannot open {self.path}: {e}") from None
             for key in ("operators/index", "ics/fields"):
                 if key not in f:

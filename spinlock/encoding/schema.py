@@ -140,15 +140,20 @@ class FeatureSchema:
     def from_parquet_dir(cls, directory: str | Path) -> tuple[FeatureSchema, list[Path]]:
         """Schema shared by every ``shard-*.parquet`` under ``directory`` (refuses a mix) and the files."""
         files = sorted(Path(directory).glob("shard-*.parquet"))
+        return cls.from_parquet_files(files, str(directory)), files
+
+    @classmethod
+    def from_parquet_files(cls, files: list, where: str, filesystem=None) -> FeatureSchema:
+        """Schema shared by ``files`` (paths on ``filesystem``, a pyarrow filesystem; default local)."""
         if not files:
-            raise DataError(f"no feature tables (shard-*.parquet) under {directory}")
-        first = cls.from_arrow(pq.read_schema(files[0]), str(files[0]))
+            raise DataError(f"no feature tables (shard-*.parquet) under {where}")
+        first = cls.from_arrow(pq.read_schema(files[0], filesystem=filesystem), str(files[0]))
         for f in files[1:]:
-            other = cls.from_arrow(pq.read_schema(f), str(f))
+            other = cls.from_arrow(pq.read_schema(f, filesystem=filesystem), str(f))
             if other != first:
                 check_names(first.scalar + first.temporal, other.scalar + other.temporal, str(f))
                 raise DataError(f"{f}: temporal length {other.temporal_length} != {first.temporal_length}")
-        return first, files
+        return first
 
     def batch_from_arrow(self, table: pa.Table, source: str = "<table>") -> FeatureBatch:
         """Extract a :class:`FeatureBatch` from a feature table (extra columns are ignored)."""

@@ -102,7 +102,11 @@ def check_tokens(ds: h5py.Dataset) -> list[str]:
 
 def check_file(path: str | Path) -> list[str]:
     """Problems found in a shard or dataset file (empty list = conforms)."""
+    from spinlock.storage.remote import is_remote, local_copy
+
     problems: list[str] = []
+    if is_remote(path):
+        path = local_copy(path)  # fetched to the node's cache
     try:
         f = h5py.File(path, "r")
     except OSError as e:

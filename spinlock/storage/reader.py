@@ -51,7 +51,9 @@ def read_census(f: h5py.File) -> tuple[np.ndarray, list[str]]:
 
 
 def describe(path: str | Path) -> str:
-    p = Path(path)
+    from spinlock.storage.remote import local_copy
+
+    p = local_copy(path)  # a URI: fetched to the node's cache
     if p.is_dir():
         p = p / "dataset.h5"
     if not p.exists():

@@ -109,7 +109,9 @@ class RunData:
     """A run output directory (``OUT/``) or a bare ``dataset.h5`` (its folder is taken as ``OUT/``)."""
 
     def __init__(self, path: str | Path):
-        p = Path(path)
+        from spinlock.storage.remote import local_copy
+
+        p = local_copy(path)  # a URI: the run's files mirrored to the node's cache
         if p.is_file():
             self.dataset_path, self.out_dir = p, p.parent
         else:
