@@ -100,3 +100,13 @@ def test_ic_mix_takes_a_weighted_dimension():
     })
     s = sample(cfg, range(1024))
     assert np.bincount(s.ic_entry).tolist() == [768, 256]  # exact: Sobol stratifies the IC dimension too
+
+
+def test_discrepancy_is_measured_on_a_bounded_prefix():
+    """O(n²) discrepancy on all points would dominate the merge at 1M operators: a 4096-point prefix."""
+    from spinlock.sampling.metrics import DISCREPANCY_POINTS
+
+    pts = sobol_points(DISCREPANCY_POINTS + 100, 3, 0)
+    m = stratification_metrics(pts)
+    assert m["n"] == DISCREPANCY_POINTS + 100 and m["discrepancy_n"] == DISCREPANCY_POINTS
+    assert m["centered_discrepancy"] == stratification_metrics(pts[:DISCREPANCY_POINTS])["centered_discrepancy"]

@@ -94,8 +94,10 @@ def describe(path: str | Path) -> str:
         lines.append(f"  parameters ({len(names)}): {', '.join(names)}")
         if "stratification" in f["parameters"].attrs:
             m = json.loads(f["parameters"].attrs["stratification"])
+            prefix = m.get("discrepancy_n", m["n"])
             lines.append(
-                f"  stratification: d={m['d']}, centered discrepancy {m['centered_discrepancy']:.3g},"
+                f"  stratification: d={m['d']}, centered discrepancy {m['centered_discrepancy']:.3g}"
+                f"{'' if prefix == m['n'] else f' (first {prefix} points)'},"
                 f" max |corr| {m['max_abs_corr']:.3g}, min 1-D stratum occupancy {m['min_stratum_occupancy']:.3f}"
             )
         ic = f["ics/fields"]
