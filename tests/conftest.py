@@ -38,3 +38,15 @@ def tiny_cfg():
 
 
 __all__ = ["ROOT", "config_from_dict", "tiny_config"]
+
+
+@pytest.fixture(autouse=True)
+def _spinlock_logger_as_found():
+    """The CLI configures the ``spinlock`` logger for a terminal (own handler, no propagation); a test
+    that runs the CLI in-process must not take later tests' log records away from ``caplog``."""
+    import logging
+
+    log = logging.getLogger("spinlock")
+    saved = (list(log.handlers), log.propagate, log.level)
+    yield
+    log.handlers[:], log.propagate, log.level = saved[0], saved[1], saved[2]

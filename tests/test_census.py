@@ -79,7 +79,7 @@ def planted():
                        "batch_operators": B},
         "sharding": {"operators_per_shard": B},
         "storage": {"trajectories": {"stride": 1}},
-        "features": {"field_stride": 2, "temporal_stride": 4, "sensitivity": {"stride": 8}},
+        "features": {"field_stride": 2, "temporal_stride": 4, "sensitivity": {"probes": 4}},
     })
     states = _planted_states()
     obs = FeatureObserver(cfg, list(range(B)), torch.device("cpu"))
