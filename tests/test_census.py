@@ -25,7 +25,7 @@ B, M, C, N, T = 8, 2, 2, 16, 16
 
 
 class _Identity:
-    def apply(self, x: torch.Tensor, step: int) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, step: int, exact: bool = False) -> torch.Tensor:
         return x
 
     def advance(self, x: torch.Tensor, step: int) -> torch.Tensor:  # pragma: no cover - protocol only
