@@ -33,6 +33,9 @@ def s3(tmp_path_factory):
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems: none may keep another test's endpoint
     saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL", ORDERS_ENV]}
     os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
     env = kill_order_runtime_env(tmp_path_factory.mktemp("orders"))
@@ -42,6 +45,7 @@ def s3(tmp_path_factory):
     yield store
     ray.shutdown()
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

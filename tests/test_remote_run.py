@@ -55,6 +55,9 @@ def s3():
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems: none may keep another test's endpoint
     saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL"]}
     os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
     ray.init(num_cpus=2, include_dashboard=False)  # workers inherit endpoint and credentials
@@ -63,6 +66,7 @@ def s3():
     yield store
     ray.shutdown()
     server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
