@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 KEY_PARAMETERS = ("depth", "width", "kernel_size", "activation", "update_policy", "noise_level")
-"""Parameters printed next to each neighbour (those the run has)."""
+"""Parameters printed next to each neighbour (those the run has; a run with none of them: its first four)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,13 +39,13 @@ def parameter_text(f, rows: list[int]) -> list[str]:  # noqa: ANN001 (an open h5
     choices = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     values = ds[sorted(set(rows))]
     at = {r: i for i, r in enumerate(sorted(set(rows)))}
+    shown = [n for n in KEY_PARAMETERS if n in names] or names[:4]
     out = []
     for r in rows:
         parts = []
-        for name in KEY_PARAMETERS:
-            if name in names:
-                v = values[at[r], names.index(name)]
-                parts.append(f"{name}={choices[name][int(v)] if name in choices else f'{v:.4g}'}")
+        for name in shown:
+            v = values[at[r], names.index(name)]
+            parts.append(f"{name}={choices[name][int(v)] if name in choices else f'{v:.4g}'}")
         out.append(" ".join(parts))
     return out
 
