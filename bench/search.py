@@ -12,11 +12,14 @@ on the tokenizer's training rows (converged, training split), 2 components per s
 the cleaned features have fewer columns than 2 × positions), k-means with 256 codes per subspace (at
 most the training rows) fitted on the training rows, and the symmetric (code-to-code) PQ distance.
 Token distances are integers and tie; recall counts a tie group straddling rank 10 by its expected
-share (every order of the tie equally likely). Also reported: a random ranking's recall (10 / N).
+share (every order of the tie equally likely). Also reported: a random ranking's recall (10 / N), and as
+references (brute-force scans, not the index) L2 between the tokens decoded to quantized latents (sum of
+each stream's codebook vectors) and between their reconstructions of the cleaned features.
 
 ``scale``: synthetic tokens for N operators in the layout of 32 streams × 3 levels × 16 codes (coarse
 codes Zipf-skewed, as trained codebooks are), index build time, then the mean query time of the index
-(k = 10) and of a vectorised brute-force scan of the same codes, over ``--queries`` random rows.
+(k = 10) over ``--queries`` random rows and of a vectorised brute-force scan of the same codes over the
+last ``--scans`` of them.
 """
 
 from __future__ import annotations
@@ -52,6 +55,26 @@ def expected_recall(dist: np.ndarray, truth: set[int], k: int) -> float:
         if left == 0:
             break
     return got / k
+
+
+def decoded(tok, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 (a Tokenizer)
+    """Sum of the codebook vectors of every level per stream (quantized latents [N, E·L]), and the model's
+    reconstruction of the cleaned scalar features from them [N, D']."""
+    import torch
+
+    from spinlock.encoding.model import LEVELS
+
+    layout = tok.layout
+    full = np.zeros((len(tokens), len(layout.streams), LEVELS), np.int64)
+    for p, c in layout.dropped:
+        full[:, layout.streams.index(p.stream), p.level - 1] = c
+    for j, p in enumerate(layout.positions):
+        full[:, layout.streams.index(p.stream), p.level - 1] = tokens[:, j]
+    with torch.no_grad():
+        lat = torch.cat([rvq.get_codes_from_indices(torch.from_numpy(full[:, e][:, None, :])).sum(0)[:, 0]
+                         for e, rvq in enumerate(tok.model.quantizers)], 1)
+        rx = tok.model.decode(lat)[0]
+    return lat.numpy().astype(np.float64), rx.numpy().astype(np.float64)
 
 
 def pq_codes(train: np.ndarray, x: np.ndarray, m: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -125,6 +148,16 @@ def recall(run: Path, png: Path | None) -> None:
         d[a] = np.inf
         r.append(expected_recall(d, truth[a], k))
     results[f"PCA + PQ ({codes.shape[1]} codes, symmetric distance)"] = float(np.mean(r))
+    for name, z in zip(("tokens decoded to quantized latents, L2 (scan, reference)",
+                        "tokens decoded to cleaned features, L2 (scan, reference)"), decoded(tok, tokens), strict=True):
+        zo = z[ok]
+        g = (zo ** 2).sum(1)
+        r = []
+        for a in range(n):
+            d = g - 2 * zo @ zo[a] + g[a]
+            d[a] = np.inf
+            r.append(expected_recall(d, truth[a], k))
+        results[name] = float(np.mean(r))
     results["random ranking"] = k / (n - 1)
     print(f"\nrecall@{k} over {n} converged queries (ground truth: Euclidean, cleaned scalar features)\n")
     print("| codes | recall@10 |\n|---|---|")
@@ -159,7 +192,7 @@ def synthetic_tokens(n: int, streams: int = 32, codes: int = 16, seed: int = 0) 
     return np.stack(cols, 1).astype(np.int32), layout
 
 
-def scale(n: int, queries: int) -> None:
+def scale(n: int, queries: int, scans: int) -> None:
     tokens, layout = synthetic_tokens(n)
     t0 = time.perf_counter()
     ix = TokenIndex(tokens, layout)
@@ -170,10 +203,10 @@ def scale(n: int, queries: int) -> None:
         res = ix.query(tokens[r], 10, [r])
     t_index = (time.perf_counter() - t0) / queries
     t0 = time.perf_counter()
-    for r in rows:
+    for r in rows[-scans:]:
         ref = nearest(ix.scan(tokens[r]), 10, [r])
-    t_scan = (time.perf_counter() - t0) / queries
-    assert (res.rows == ref.rows).all()
+    t_scan = (time.perf_counter() - t0) / len(rows[-scans:])
+    assert (res.rows == ref.rows).all()  # the last query, both ways
     mib = (ix.codes.nbytes + sum(g.rows.nbytes + g.keys.nbytes + g.starts.nbytes for g in ix._groups)) / 2**20
     print(f"machine: {platform.processor() or platform.machine()}; N = {n}, {tokens.shape[1]} positions")
     print("| N | build (s) | index memory (MiB) | posting entries read per query | index query (ms) |"
@@ -190,12 +223,13 @@ def main() -> None:
     r.add_argument("--png", type=Path, default=None)
     s = sub.add_parser("scale")
     s.add_argument("--n", type=int, default=1_000_000)
-    s.add_argument("--queries", type=int, default=200)
+    s.add_argument("--queries", type=int, default=200, help="index queries timed")
+    s.add_argument("--scans", type=int, default=10, help="brute-force scans timed (the last queries)")
     args = ap.parse_args()
     if args.what == "recall":
         recall(args.run, args.png)
     else:
-        scale(args.n, args.queries)
+        scale(args.n, args.queries, args.scans)
 
 
 if __name__ == "__main__":
