@@ -103,6 +103,10 @@ def test_index_equals_brute_force_on_random_codes():
         ix.query(np.array([3, 4, 6, 3, 1, 1, 5, 2]))
     with pytest.raises(DataError, match="levels must be"):
         TokenIndex(x, layout, 4)
+    with pytest.raises(DataError, match=r"no token position at levels 1..1 \(the layout has levels \[2, 3\]\)"):
+        TokenIndex(x[:, 3:5], _layout({"c1": ((2, 4), (3, 2))}), 1)
+    empty = TokenIndex(x[:0], layout)
+    assert empty.query(fresh, 3).rows.size == 0
     assert nearest(np.array([2, 1, 1, 0]), 10, [3]).rows.tolist() == [1, 2, 0]
 
 

@@ -83,6 +83,9 @@ class TokenIndex:
         self.layout = layout
         self.levels = levels
         keep = [j for j, p in enumerate(layout.positions) if p.level <= levels]
+        if not keep:
+            raise DataError(f"no token position at levels 1..{levels} (the layout has levels"
+                            f" {sorted({p.level for p in layout.positions})})")
         self.columns = np.array(keep, np.int64)
         """Columns of the layout's tokens the index compares."""
         sizes = np.array([layout.positions[j].codebook_size for j in keep], np.int64)
