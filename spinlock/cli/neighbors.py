@@ -15,17 +15,17 @@ KEY_PARAMETERS = ("depth", "width", "kernel_size", "activation", "update_policy"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="tokenized run directory (holds dataset.h5 with /tokens): the operators searched")
-    p.add_argument("--operator", type=int, required=True,
+    p.add_argument("--operator", type=int, required=True, metavar="I",
                    help="global index of the query operator (in DIR, or in --dataset when given)")
     p.add_argument("-k", type=int, default=10, help="number of neighbours (default 10)")
     p.add_argument("--levels", type=int, default=3, choices=(1, 2, 3),
                    help="compare token prefixes of this many levels per stream (1 = coarse only; default 3)")
-    p.add_argument("--dataset", default=None,
+    p.add_argument("--dataset", default=None, metavar="OTHER",
                    help="another run directory holding the query operator: its features are encoded with"
                         " --tokenizer (default DIR/tokenizer)")
-    p.add_argument("--tokenizer", default=None,
+    p.add_argument("--tokenizer", default=None, metavar="TOKDIR",
                    help="trained tokenizer directory for --dataset (its layout must be DIR's)")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=Path, default=None, metavar="PNG",
                    help="PNG of the query's and neighbours' final frames (needs stored trajectories)")
 
 
@@ -118,10 +118,16 @@ def run(args: argparse.Namespace) -> int:
         query = encode_operators(tok, qrun.out_dir, [args.operator])[0]
         exclude, where = None, f"operator {args.operator} of {qrun.out_dir} (encoded with {tokdir})"
     nb = index.query(query, args.k, exclude)
+    if qrun is not data:
+        with h5py.File(qrun.dataset_path, "r") as f:
+            qcensus, _ = read_census(f)
+    else:
+        qcensus = census
     with h5py.File(data.dataset_path, "r") as f:
         params = parameter_text(f, [int(r) for r in nb.rows])
-    print(f"{len(nb.rows)} nearest to {where} in {data.out_dir} ({data.n} operators; prefix distance over"
-          f" {len(index.columns)} positions, levels 1..{args.levels}, max {index.max_distance})")
+    print(f"{len(nb.rows)} nearest to {where} (census {CLASSES[int(qcensus[qrow])].name}) in {data.out_dir}"
+          f" ({data.n} operators; prefix distance over {len(index.columns)} positions, levels 1..{args.levels},"
+          f" max {index.max_distance})")
     print(f"{'rank':>4}  {'operator':>8}  {'distance':>8}  {'census':<15}  parameters")
     for i, (r, d, ptxt) in enumerate(zip(nb.rows, nb.distances, params, strict=True), start=1):
         print(f"{i:>4}  {int(data.operator_index[r]):>8}  {int(d):>8}  {CLASSES[int(census[r])].name:<15}  {ptxt}")
