@@ -207,7 +207,7 @@ def scale(n: int, queries: int, scans: int) -> None:
         ref = nearest(ix.scan(tokens[r]), 10, [r])
     t_scan = (time.perf_counter() - t0) / len(rows[-scans:])
     assert (res.rows == ref.rows).all()  # the last query, both ways
-    mib = (ix.codes.nbytes + sum(g.rows.nbytes + g.keys.nbytes + g.starts.nbytes for g in ix._groups)) / 2**20
+    mib = ix.nbytes / 2**20
     print(f"machine: {platform.processor() or platform.machine()}; N = {n}, {tokens.shape[1]} positions")
     print("| N | build (s) | index memory (MiB) | posting entries read per query | index query (ms) |"
           " brute-force scan (ms) |\n|---|---|---|---|---|---|")

@@ -120,6 +120,11 @@ class TokenIndex:
         """Total posting-list length (N per indexed position)."""
         return sum(len(g.rows) for g in self._groups)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held: codes and posting lists."""
+        return self.codes.nbytes + sum(g.rows.nbytes + g.keys.nbytes + g.starts.nbytes for g in self._groups)
+
     def _query_codes(self, query: np.ndarray) -> np.ndarray:
         q = np.asarray(query)
         if q.shape != (len(self.layout.positions),):
