@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("replay", "rebuild an operator from its stored record and re-run it"),
     "ics": ("ics", "list IC types by tier; --out renders a gallery"),
     "visualize": ("visualize", "rollout renderings, feature and tokenizer plots"),
+    "neighbors": ("neighbors", "operators with the nearest behaviour tokens to one operator"),
 }
 
 
