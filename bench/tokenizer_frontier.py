@@ -71,6 +71,7 @@ from spinlock.errors import DataError
 LEVEL_LABELS = ("coarse", "+medium", "all")
 SUBSPACE_DIM = 2  # PCA components per PQ token
 GROUP_DIM = 6  # PCA components per RQ group (3 tokens: same 2 components per token as PQ)
+METHODS_VERSION = 2  # part of the cache key: bump when a baseline changes
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -185,6 +186,46 @@ def baselines(train: np.ndarray, val: np.ndarray, budgets: list[int], k: int, se
     return out
 
 
+def category_baseline(train: np.ndarray, val: np.ndarray, labels: np.ndarray, budgets: list[int], k: int,
+                      seed: int) -> list[dict]:
+    """PCA + PQ *within* the tokenizer's categories, tokens allocated across categories by variance.
+
+    Each category gets its own PCA; its 2-D subspaces (components 2j, 2j+1, the last one maybe 1-D)
+    are pooled over categories and the B of largest variance are quantized (K codes each, as PQ), the
+    others left at the training mean. What the category split costs a linear code at equal tokens
+    when the rate goes where the variance is (the tokenizer gives every stream three tokens)."""
+    blocks = []  # (variance, category, j)
+    pcas = {}
+    for c in np.unique(labels):
+        cols = np.flatnonzero(labels == c)
+        mean, comps = fit_pca(train[:, cols], min(len(cols), len(train)))
+        ztr = (train[:, cols] - mean) @ comps.T
+        pcas[c] = (cols, mean, comps, ztr, (val[:, cols] - mean) @ comps.T)
+        var = ztr.var(0)
+        blocks += [(float(var[j:j + SUBSPACE_DIM].sum()), int(c), j) for j in range(0, len(var), SUBSPACE_DIM)]
+    blocks.sort(key=lambda b: -b[0])  # within a category variance falls with j, so prefixes are kept
+    rec: dict[tuple[int, int], np.ndarray] = {}
+    out = []
+    for b in budgets:
+        chosen = blocks[:b]
+        for _, c, j in chosen:
+            if (c, j) not in rec:
+                _, _, _, ztr, zva = pcas[c]
+                sub = slice(j, j + SUBSPACE_DIM)
+                rec[c, j] = quantize(ztr[:, sub], zva[:, sub], 1, k, seed + 7919 * c + j)[0]
+        xhat = np.tile(train.mean(0), (len(val), 1))
+        for c, (cols, mean, comps, _, _) in pcas.items():
+            js = sorted(j for _, cc, j in chosen if cc == c)
+            if js:
+                assert js == list(range(0, SUBSPACE_DIM * len(js), SUBSPACE_DIM)), (c, js)  # a prefix
+                z = np.concatenate([rec[c, j] for j in js], axis=1)
+                xhat[:, cols] = z @ comps[: z.shape[1]] + mean
+        per_cat = np.bincount([c for _, c, _ in chosen], minlength=len(pcas))
+        out.append({"budget": b, "tokens": len(chosen), "r2": r2(val, xhat),
+                    "tokens_per_category": per_cat.tolist()})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- output
 def machine() -> str:
     try:
@@ -209,6 +250,11 @@ def tables(result: dict) -> list[str]:
             lv = " / ".join(f"{v:.3f}" for v in q["r2_levels"])
             lines.append(f"| {p['budget']} | {p['r2']:.3f} | {lv} ({q['groups']} / {2 * q['groups']} / {q['tokens']}) |"
                          f" {c['r2']:.3f} ({c['components']}) |")
+        if "category_pq" in base:
+            lines += ["", "Per-category PCA + PQ (the tokenizer's categories, tokens allocated by variance):"
+                      " validation R² " + ", ".join(f"{c['tokens']} tokens {c['r2']:.3f}" for c in base["category_pq"])
+                      + "; tokens per category at the largest budget: "
+                      + ", ".join(map(str, base["category_pq"][-1]["tokens_per_category"])) + "."]
         lines += ["", "| tokenizer | streams | tokens L1 / L1+2 / all (of them category streams) | bits"
                   " L1 / L1+2 / all | validation R² coarse / +medium / all |", "|---|---|---|---|---|"]
         for t in result["tokenizer"]:
@@ -262,6 +308,9 @@ def plot(result: dict, path: Path) -> None:
                 label=f"PCA + PQ ({base['codes']} codes / token)")
         ax.plot([p["tokens"] for p in base["rq"]], [p["r2_levels"][2] for p in base["rq"]], "s-",
                 label="PCA + RQ, 3 levels")
+        if "category_pq" in base:
+            ax.plot([p["tokens"] for p in base["category_pq"]], [p["r2"] for p in base["category_pq"]], "^--",
+                    label="per-category PCA + PQ, tokens by variance")
         ax.plot([p["budget"] for p in base["pca"]], [p["r2"] for p in base["pca"]], ":", color="gray",
                 label="PCA, 2 components / token (unquantized)")
         for t in result["tokenizer"]:
@@ -281,7 +330,7 @@ def plot(result: dict, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- main
 def cache_key(run: Path, args: argparse.Namespace, data: dict) -> str:
     h = hashlib.sha256((run / "tokenizer" / "cleaning.npz").read_bytes())
-    h.update(json.dumps([args.budgets, args.codes, args.seed, {s: {k: v.shape for k, v in d.items()}
+    h.update(json.dumps([METHODS_VERSION, args.budgets, args.codes, args.seed, {s: {k: v.shape for k, v in d.items()}
                                                                for s, d in data.items()}]).encode())
     return h.hexdigest()[:16]
 
@@ -307,6 +356,10 @@ def main() -> int:
             raise DataError(f"{v}: its cleaning transform differs from {args.run}'s (kept columns or split),"
                             " so its R² is not measured on the same data")
     data = load_split(args.run, cleaner)
+    cats = json.loads((args.run / "tokenizer" / "categories.json").read_text())
+    if cats["names"] != cleaner.names_out:
+        raise DataError(f"{args.run}/tokenizer: categories.json and cleaning.npz name different features")
+    labels = np.asarray(cats["labels"])
     points = [tokenizer_points(r) for r in (args.run, *args.variant)]
     n_val = len(data["validation"]["scalar"])
     for p in points:
@@ -329,6 +382,8 @@ def main() -> int:
             tr, va = data["train"][fs], data["validation"][fs]
             base[fs] = baselines(tr, va, args.budgets, args.codes, args.seed)
             base[fs].update(columns=tr.shape[1], train_rows=len(tr), validation_rows=len(va))
+            if fs == "scalar":
+                base[fs]["category_pq"] = category_baseline(tr, va, labels, args.budgets, args.codes, args.seed)
             print(f"{fs}: PQ " + ", ".join(f"{p['tokens']}: {p['r2']:.3f}" for p in base[fs]["pq"])
                   + f" ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
         seconds = time.perf_counter() - t0
