@@ -304,18 +304,18 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.5), squeeze=False)
     for ax, fs in zip(axes[0], sets, strict=True):
         base = result["baselines"][fs]
-        ax.plot([p["tokens"] for p in base["pq"]], [p["r2"] for p in base["pq"]], "o-",
+        ax.plot([p["tokens"] for p in base["pq"]], [p["r2"] for p in base["pq"]], "o-", color="C0",
                 label=f"PCA + PQ ({base['codes']} codes / token)")
-        ax.plot([p["tokens"] for p in base["rq"]], [p["r2_levels"][2] for p in base["rq"]], "s-",
+        ax.plot([p["tokens"] for p in base["rq"]], [p["r2_levels"][2] for p in base["rq"]], "s-", color="C1",
                 label="PCA + RQ, 3 levels")
         if "category_pq" in base:
             ax.plot([p["tokens"] for p in base["category_pq"]], [p["r2"] for p in base["category_pq"]], "^--",
-                    label="per-category PCA + PQ, tokens by variance")
+                    color="C2", label="per-category PCA + PQ, tokens by variance")
         ax.plot([p["budget"] for p in base["pca"]], [p["r2"] for p in base["pca"]], ":", color="gray",
                 label="PCA, 2 components / token (unquantized)")
-        for t in result["tokenizer"]:
+        for i, t in enumerate(result["tokenizer"]):
             if t[fs] is not None:
-                ax.plot(t["tokens"], t[fs], "D-", label="tokenizer (components_per_stream"
+                ax.plot(t["tokens"], t[fs], "D-", color=f"C{3 + i}", label="tokenizer (components_per_stream"
                         f" {t['components_per_stream']}): coarse, +medium, all")
         ax.set_xlabel("informative tokens per operator")
         ax.set_ylabel("validation R² (pooled)")
