@@ -7,50 +7,28 @@ endpoint from their environment (``AWS_ENDPOINT_URL``), exactly as cluster nodes
 from __future__ import annotations
 
 import os
-import socket
 
 import h5py
 import numpy as np
 import pytest
-import ray
 from conftest import tiny_config
 from faults import ORDERS_ENV, kill_order_runtime_env, order_kill
+from moto_s3 import moto_s3_with_ray
 
-from spinlock.storage.remote import RemoteStore, is_remote
+from spinlock.storage.remote import is_remote
 
 pytestmark = pytest.mark.ray
 
-ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-       "RAY_AUTH_MODE": "disabled"}
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems: none may keep another test's endpoint
-    saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL", ORDERS_ENV]}
-    os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
-    env = kill_order_runtime_env(tmp_path_factory.mktemp("orders"))
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=env)  # workers inherit endpoint and credentials
-    store = RemoteStore("s3://spinlock-test")
-    store.fs.mkdir("spinlock-test")
-    yield store
-    ray.shutdown()
-    server.stop()
-    s3fs.S3FileSystem.clear_instance_cache()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    saved = os.environ.get(ORDERS_ENV)
+    # the kill-order hook's folder is set before Ray starts, so the workers inherit it
+    with moto_s3_with_ray("spinlock-test", kill_order_runtime_env(tmp_path_factory.mktemp("orders"))) as store:
+        yield store
+    if saved is None:
+        os.environ.pop(ORDERS_ENV, None)
+    else:
+        os.environ[ORDERS_ENV] = saved
 
 
 def read_all(path) -> dict[str, np.ndarray]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import ray
 from conftest import ROOT, tiny_config
+from moto_s3 import moto_s3_with_ray
 
 from spinlock.cli.main import main
 from spinlock.encoding.tokenizer import META_FILE
@@ -27,8 +27,6 @@ from spinlock.storage.remote import RemoteStore
 
 pytestmark = pytest.mark.ray
 
-ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-       "RAY_AUTH_MODE": "disabled"}
 BUCKET = "spin"
 # a fast tokenizer (see test_tokenizer_ray.py); enough epochs that a driver can be killed mid-fit
 SETTINGS = {
@@ -48,30 +46,8 @@ SETS = [f"{k}={v}" for k, v in SETTINGS.items()]
 
 @pytest.fixture(scope="module")
 def s3():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches filesystems: none may keep another test's endpoint
-    saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update(ENV, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
-    ray.init(num_cpus=2, include_dashboard=False)  # workers inherit endpoint and credentials
-    store = RemoteStore(f"s3://{BUCKET}")
-    store.fs.mkdir(BUCKET)
-    yield store
-    ray.shutdown()
-    server.stop()
-    s3fs.S3FileSystem.clear_instance_cache()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with moto_s3_with_ray(BUCKET) as store:
+        yield store
 
 
 def keys(store: RemoteStore, prefix: str) -> list[str]:
