@@ -40,13 +40,20 @@ def tiny_cfg():
 __all__ = ["ROOT", "config_from_dict", "tiny_config"]
 
 
-@pytest.fixture(autouse=True)
-def _spinlock_logger_as_found():
-    """The CLI configures the ``spinlock`` logger for a terminal (own handler, no propagation); a test
-    that runs the CLI in-process must not take later tests' log records away from ``caplog``."""
+def _reset_spinlock_logger() -> None:
     import logging
 
     log = logging.getLogger("spinlock")
-    saved = (list(log.handlers), log.propagate, log.level)
+    log.handlers[:] = [h for h in log.handlers if not getattr(h, "_spinlock", False)]
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(autouse=True)
+def _spinlock_logger_as_library():
+    """The CLI configures the ``spinlock`` logger for a terminal (own handler, no propagation). Tests and
+    module fixtures that run the CLI in-process must not take later tests' records away from ``caplog``,
+    so every test starts and ends with the library's default logger."""
+    _reset_spinlock_logger()
     yield
-    log.handlers[:], log.propagate, log.level = saved[0], saved[1], saved[2]
+    _reset_spinlock_logger()
