@@ -40,6 +40,7 @@ SETTINGS = {
     "tokenizer.training.epochs": 6,
     "tokenizer.training.batch_size": 8,
     "tokenizer.training.kmeans_init_rows": 16,
+    "tokenizer.training.checkpoint_seconds": 0,  # a checkpoint every epoch: the kill lands after one
 }
 SETS = [f"{k}={v}" for k, v in SETTINGS.items()]
 
