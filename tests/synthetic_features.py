@@ -175,3 +175,37 @@ def write_synthetic_run(
 
     (out / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "tokenizer": tokenizer or {}}))
     return SyntheticRun(out=out, n_operators=n_operators, names=names, groups=groups, diverged=diverged)
+
+
+def untrained_tokenizer(run_dir, first_stream: tuple[int, int, int] = (4, 8, 8)):
+    """A Tokenizer fitted (cleaning, categories, k-means codebook initialisation; no training) on the
+    first feature table of a synthetic run; its first stream is planned ``first_stream``.
+
+    Returns ``(tokenizer, schema, files, batch, ic)`` with ``batch``/``ic`` the first table's rows.
+    (Imports here: the plain run writer above is also used where torch is not needed.)"""
+    import torch
+
+    from spinlock.encoding.categories import CategoryDiscovery
+    from spinlock.encoding.cleaning import FeatureCleaner
+    from spinlock.encoding.icfields import ICReader
+    from spinlock.encoding.model import ModelSpec
+    from spinlock.encoding.schema import FeatureSchema
+    from spinlock.encoding.split import Split
+    from spinlock.encoding.tokenizer import Tokenizer, prepare_inputs
+    from spinlock.encoding.training import build_model
+
+    schema, files = FeatureSchema.from_parquet_dir(Path(run_dir) / "features")
+    batch = schema.batch_from_arrow(pq.read_table(files[0]))
+    cleaner = FeatureCleaner(schema, Split(3, 0.2)).fit(lambda: [batch])
+    cats = CategoryDiscovery(2, 10).fit(cleaner.correlation_, cleaner.names_out)
+    ic = ICReader(Path(run_dir) / "dataset.h5").read(batch.operator_index)
+    n = len(cats.categories_)
+    spec = ModelSpec(category_columns=tuple(c.columns for c in cats.categories_), n_features=len(cleaner.names_out),
+                     temporal_features=2, temporal_length=schema.temporal_length, ic_channels=2, ic_resolution=8,
+                     latent_dim=8, hidden_dim=16, codebook_sizes=(4, 8, 8),
+                     encoder_codebook_sizes=(first_stream,) + ((4, 8, 8),) * (n + 1))
+    model = build_model(spec, 0)
+    inputs = {k: torch.from_numpy(v) for k, v in prepare_inputs(cleaner, batch, ic, 8).items()}
+    model.initialize_codebooks(inputs["x"], inputs["temporal"], inputs["ic"])
+    tok = Tokenizer(cleaner, cats, model, config_hash="x", seed=0, ic_shape=tuple(ic.shape[1:]))
+    return tok, schema, files, batch, ic

@@ -11,22 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
-from synthetic_features import write_synthetic_run
+from synthetic_features import untrained_tokenizer, write_synthetic_run
 from synthetic_run import make_run
 
 from spinlock.cli.main import main
-from spinlock.encoding.categories import CategoryDiscovery
-from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.layout import Position, TokenLayout
-from spinlock.encoding.model import ModelSpec
 from spinlock.encoding.outputs import write_tokens
-from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.search import TokenIndex, encode_operators, nearest
-from spinlock.encoding.split import Split
-from spinlock.encoding.tokenizer import Tokenizer, prepare_inputs
-from spinlock.encoding.training import build_model
+from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.errors import DataError
 
 
@@ -152,20 +145,7 @@ def test_cli_neighbors_on_a_synthetic_run(tmp_path, capsys):
 def tokenized(tmp_path_factory):
     """A synthetic run with a saved (k-means initialised, untrained) tokenizer and its tokens written."""
     run = write_synthetic_run(tmp_path_factory.mktemp("search"), n_operators=120, n_shards=2)
-    schema, files = FeatureSchema.from_parquet_dir(run.out / "features")
-    batch = schema.batch_from_arrow(pq.read_table(files[0]))
-    cleaner = FeatureCleaner(schema, Split(3, 0.2)).fit(lambda: [batch])
-    cats = CategoryDiscovery(2, 10).fit(cleaner.correlation_, cleaner.names_out)
-    ic = ICReader(run.out / "dataset.h5").read(batch.operator_index)
-    n = len(cats.categories_)
-    spec = ModelSpec(category_columns=tuple(c.columns for c in cats.categories_), n_features=len(cleaner.names_out),
-                     temporal_features=2, temporal_length=schema.temporal_length, ic_channels=2, ic_resolution=8,
-                     latent_dim=8, hidden_dim=16, codebook_sizes=(4, 8, 8),
-                     encoder_codebook_sizes=((4, 8, 8),) * (n + 2))
-    model = build_model(spec, 0)
-    inputs = {k: torch.from_numpy(v) for k, v in prepare_inputs(cleaner, batch, ic, 8).items()}
-    model.initialize_codebooks(inputs["x"], inputs["temporal"], inputs["ic"])
-    tok = Tokenizer(cleaner, cats, model, config_hash="x", seed=0, ic_shape=tuple(ic.shape[1:]))
+    tok, schema, files, _, _ = untrained_tokenizer(run.out)
     tok.save(run.out / "tokenizer")
     full = schema.batch_from_arrow(pa.concat_tables([pq.read_table(f) for f in files]))
     all_ic = ICReader(run.out / "dataset.h5").read(full.operator_index)

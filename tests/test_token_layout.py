@@ -10,20 +10,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from synthetic_features import write_synthetic_run
+from synthetic_features import untrained_tokenizer, write_synthetic_run
 
 from spinlock.data import OperatorDataset
-from spinlock.encoding.categories import CategoryDiscovery
-from spinlock.encoding.cleaning import FeatureCleaner
-from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.layout import Position, TokenLayout, read_parquet_layout
 from spinlock.encoding.metrics import codebook_health, token_health
 from spinlock.encoding.model import ModelSpec
 from spinlock.encoding.outputs import write_tokens
-from spinlock.encoding.schema import FeatureSchema
-from spinlock.encoding.split import Split
-from spinlock.encoding.tokenizer import META_FILE, Tokenizer, prepare_inputs
-from spinlock.encoding.training import build_model
+from spinlock.encoding.tokenizer import META_FILE, Tokenizer
 from spinlock.errors import DataError
 from spinlock.storage.checker import check_tokens
 from spinlock.viz.data import RunData
@@ -143,20 +137,7 @@ def test_health_leaves_single_code_books_out():
 def small_tokenizer(tmp_path_factory):
     """A Tokenizer (k-means initialised, untrained) whose first stream is planned [4, 1, 1]."""
     run = write_synthetic_run(tmp_path_factory.mktemp("layout"), n_operators=120, n_shards=1)
-    schema, files = FeatureSchema.from_parquet_dir(run.out / "features")
-    batch = schema.batch_from_arrow(pq.read_table(files[0]))
-    cleaner = FeatureCleaner(schema, Split(3, 0.2)).fit(lambda: [batch])
-    cats = CategoryDiscovery(2, 10).fit(cleaner.correlation_, cleaner.names_out)
-    ic = ICReader(run.out / "dataset.h5").read(batch.operator_index)
-    n = len(cats.categories_)
-    spec = ModelSpec(category_columns=tuple(c.columns for c in cats.categories_), n_features=len(cleaner.names_out),
-                     temporal_features=2, temporal_length=schema.temporal_length, ic_channels=2, ic_resolution=8,
-                     latent_dim=8, hidden_dim=16, codebook_sizes=(4, 8, 8),
-                     encoder_codebook_sizes=((4, 1, 1),) + ((4, 8, 8),) * (n + 1))
-    model = build_model(spec, 0)
-    inputs = {k: torch.from_numpy(v) for k, v in prepare_inputs(cleaner, batch, ic, 8).items()}
-    model.initialize_codebooks(inputs["x"], inputs["temporal"], inputs["ic"])
-    tok = Tokenizer(cleaner, cats, model, config_hash="x", seed=0, ic_shape=tuple(ic.shape[1:]))
+    tok, _, _, batch, ic = untrained_tokenizer(run.out, first_stream=(4, 1, 1))
     return tok, batch, ic
 
 
