@@ -16,7 +16,8 @@ from synthetic_features import write_synthetic_run
 
 from spinlock.cli.main import main
 from spinlock.data import OperatorDataset, read_operators
-from spinlock.distributed.train import FAULT_ENV, METRICS_FILE
+from spinlock.distributed.tokenize_stage import METRICS_FILE
+from spinlock.distributed.train import FAULT_ENV
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.layout import TokenLayout, read_parquet_layout
 from spinlock.encoding.model import LEVELS

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spinlock.cli.tokenize import run_location
     from spinlock.distributed.cluster import ray_session
-    from spinlock.distributed.train import encode_run
+    from spinlock.distributed.tokenize_stage import encode_run
     from spinlock.errors import DataError
     from spinlock.storage.remote import check_location
 

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spinlock.config import config_hash, load_config
     from spinlock.distributed.cluster import ray_session
-    from spinlock.distributed.train import tokenize_run
+    from spinlock.distributed.tokenize_stage import tokenize_run
 
     out = run_location(args.dir)
     cfg = load_config(args.config or run_config_file(out))
