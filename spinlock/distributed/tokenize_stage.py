@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import ray
 
 from spinlock.config.tokenizer import TokenizerConfig
 from spinlock.distributed.data import encode_dataset, fit_cleaner, prepare_splits, read_features
-from spinlock.distributed.train import FAULT_ENV, fit_vqvae, resolve_use_gpu
+from spinlock.distributed.train import fit_vqvae, resolve_use_gpu
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import stored_ic_shape
@@ -116,8 +115,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
         f" {cfg.training.num_workers} worker(s)")
     storage_path, storage_fs = run.train_storage()
     state = fit_vqvae(train_ds, val_ds, spec, settings, cfg, storage_path=storage_path, storage_filesystem=storage_fs,
-                      name=run_name(run.where, fit_hash), n_train=n_train, n_validation=n_val,
-                      fault_marker=os.environ.get(FAULT_ENV))
+                      name=run_name(run.where, fit_hash), n_train=n_train, n_validation=n_val)
     del train_ds, val_ds
 
     model = build_model(spec, seed)

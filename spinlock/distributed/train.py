@@ -15,7 +15,6 @@ The stage around it is :mod:`spinlock.distributed.tokenize_stage`.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -39,19 +38,11 @@ from spinlock.errors import DataError, SpinlockError
 from spinlock.logs import quiet_train_worker
 from spinlock.rng import numpy_rng
 
-FAULT_ENV = "SPINLOCK_TOKENIZER_FAULT_MARKER"
-"""Test hook: when set to a path that does not exist yet, training creates it and raises once at the
-start of epoch ``FAULT_EPOCH`` (so Ray Train must restart the workers from the epoch-0 checkpoint)."""
-FAULT_EPOCH = 1
 STATE_FILE = "state.pt"
 
 
 class TrainingError(SpinlockError):
     """Ray Train gave up on the tokenizer fit (after ``training.max_failures`` restarts)."""
-
-
-class InjectedFault(RuntimeError):
-    """The failure raised by the FAULT_ENV test hook."""
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -77,7 +68,6 @@ def train_loop_per_worker(config: dict) -> None:
     cache_bytes = config["cache_mb"] * 2**20
     train_shard = ShardBatches(ray.train.get_dataset_shard("train"), cache_bytes)
     batch_size, shuffle_buffer = config["batch_size"], config["shuffle_buffer"]
-    fault_marker = config.get("fault_marker")
 
     def batches(shard: ShardBatches, epoch: int | None):
         rng = None if epoch is None else numpy_rng(settings.seed, "tokenizer.shuffle", epoch, rank)
@@ -86,9 +76,6 @@ def train_loop_per_worker(config: dict) -> None:
             yield {k: torch.from_numpy(np.ascontiguousarray(v)).to(device).float() for k, v in b.items()}
 
     def train_batches(epoch: int):
-        if fault_marker and epoch == FAULT_EPOCH and not os.path.exists(fault_marker):
-            Path(fault_marker).write_text(f"failed once at epoch {epoch} on rank {rank}\n")
-            raise InjectedFault(f"injected failure at epoch {epoch} ({FAULT_ENV})")
         return batches(train_shard, epoch)
 
     validation = None
@@ -135,7 +122,7 @@ def resolve_use_gpu(setting: bool | str, workers: int) -> bool:
 
 def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: ModelSpec, settings: TrainSettings,
               cfg: TokenizerConfig, *, storage_path: str | Path, name: str, n_train: int, n_validation: int,
-              fault_marker: str | None = None, storage_filesystem=None) -> TrainState:
+              storage_filesystem=None) -> TrainState:
     """Run the Ray Train fit and return the final state (from the latest checkpoint).
 
     ``storage_path``: Ray Train's storage, a local folder, or with ``storage_filesystem`` (a pyarrow
@@ -156,7 +143,6 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
             "cache_mb": tc.cache_mb,
             "checkpoint_seconds": tc.checkpoint_seconds,
             "has_validation": n_validation > 0,
-            "fault_marker": fault_marker,
         },
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=resolve_use_gpu(tc.use_gpu, tc.num_workers),
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
