@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from spinlock.cli.options import add_address, add_run_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="run output directory or s3:// / gs:// URI (holds config.yaml, features/, dataset.h5)")
+    add_run_dir(p, "config.yaml, features/, dataset.h5")
     p.add_argument("--config", default=None,
                    help="run config YAML whose seed and tokenizer section to use (default: DIR/config.yaml)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join ('auto' or HOST:PORT); default: RAY_ADDRESS, else an embedded Ray")
+    add_address(p)
 
 
 def run(args: argparse.Namespace) -> int:
