@@ -96,7 +96,7 @@ def driver(n: int, out: str, result: str) -> None:
 
     from spinlock.cli.main import main as cli
     from spinlock.config.loading import config_hash
-    from spinlock.distributed import train
+    from spinlock.distributed import tokenize_stage as stage
     from spinlock.distributed.driver import GenerationRun
     from spinlock.sampling.space import sample
     from spinlock.storage.checker import check_file
@@ -115,14 +115,14 @@ def driver(n: int, out: str, result: str) -> None:
     Path(out, "dataset.h5").unlink()
     with meter.stage("merge"):
         merge_shards(cfg, out)
-    train.fit_cleaner = timed(meter, "clean", train.fit_cleaner)
-    real_fit = train.CategoryDiscovery.fit
-    train.CategoryDiscovery.fit = lambda self, *a, **k: timed(meter, "categories", real_fit)(self, *a, **k)
-    train.fit_vqvae = timed(meter, "train", train.fit_vqvae)
-    train.encode_dataset = timed(meter, "encode", train.encode_dataset)
-    train.write_tokens = timed(meter, "encode", train.write_tokens)
+    stage.fit_cleaner = timed(meter, "clean", stage.fit_cleaner)
+    real_fit = stage.CategoryDiscovery.fit
+    stage.CategoryDiscovery.fit = lambda self, *a, **k: timed(meter, "categories", real_fit)(self, *a, **k)
+    stage.fit_vqvae = timed(meter, "train", stage.fit_vqvae)
+    stage.encode_dataset = timed(meter, "encode", stage.encode_dataset)
+    stage.write_tokens = timed(meter, "encode", stage.write_tokens)
     with meter.stage("tokenize"):
-        train.tokenize_run(out, cfg.tokenizer, cfg.seed, config_hash(cfg), log=lambda s: None)
+        stage.tokenize_run(out, cfg.tokenizer, cfg.seed, config_hash(cfg), log=lambda s: None)
     ray.shutdown()
     with meter.stage("report"):
         write_report(out)

@@ -4,10 +4,11 @@
 
 Copies nothing: the tokenizer of RUN_DIR is fitted again (a fresh Ray Train run name, so nothing
 resumes) and its outputs are overwritten. Prints the seconds of the feature read, the two cleaning
-passes (``fit_cleaner``), ``prepare_splits``, ``plan_model``, the Ray Train fit (``fit_vqvae``) and the
-encode, the fit's summed epoch compute, and the final validation R² and codebook usage (quality
-must not move when the overhead does). Under an embedded Ray every fresh worker process pays its
-imports, so on a loaded 2-core machine the first Ray Data pass and the worker-group start dominate.
+passes (``fit_cleaner``), ``prepare_splits``, the read of the k-means rows (``kmeans_sample``),
+``plan_model``, the Ray Train fit (``fit_vqvae``) and the encode, the fit's summed epoch compute, and
+the final validation R² and codebook usage (quality must not move when the overhead does). Under an
+embedded Ray every fresh worker process pays its imports, so on a loaded 2-core machine the first Ray
+Data pass and the worker-group start dominate.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import json
 import time
 from pathlib import Path
 
-STEPS = ("read_features", "fit_cleaner", "prepare_splits", "plan_model", "fit_vqvae", "encode_dataset")
+STEPS = ("read_features", "fit_cleaner", "prepare_splits", "kmeans_sample", "plan_model", "fit_vqvae",
+         "encode_dataset")
 
 
 def main() -> None:
@@ -29,7 +31,7 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
-    import spinlock.distributed.train as T
+    import spinlock.distributed.tokenize_stage as T
     from spinlock.config import config_hash, load_config
 
     times: dict[str, float] = {}

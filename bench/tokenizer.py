@@ -42,11 +42,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # the synthetic run writer lives with t
 from synthetic_features import write_synthetic_run  # noqa: E402
 
 from spinlock.config import config_from_dict  # noqa: E402
-from spinlock.distributed import train as tr  # noqa: E402
 from spinlock.distributed.data import fit_cleaner, prepare_splits, read_features  # noqa: E402
+from spinlock.distributed.tokenize_stage import METRICS_FILE, kmeans_sample, tokenize_run  # noqa: E402
+from spinlock.distributed.train import fit_vqvae  # noqa: E402
 from spinlock.encoding.categories import CategoryDiscovery  # noqa: E402
 from spinlock.encoding.cleaning import FeatureCleaner  # noqa: E402
 from spinlock.encoding.icfields import stored_ic_shape  # noqa: E402
+from spinlock.encoding.plan import plan_model, train_settings  # noqa: E402
 from spinlock.encoding.split import Split  # noqa: E402
 
 START, END = "<!-- bench:tokenizer:start -->", "<!-- bench:tokenizer:end -->"
@@ -100,13 +102,15 @@ def throughputs(run_dir: Path, cfg, epochs: int, work: Path) -> dict[int, float]
     res = min(cfg.model.ic_resolution, shape[1])
     train, val = prepare_splits(ds, cleaner, str(run_dir / "dataset.h5"), res)
     n_train = train.count()
-    spec, _ = tr.plan_model(cfg, cleaner, cats, schema.temporal_length, shape, res, train, n_train)
-    settings = dataclasses.replace(tr.train_settings(cfg, 0, []), epochs=epochs, family_columns={})
+    sample = kmeans_sample(train, min(n_train, cfg.training.kmeans_init_rows), len(cleaner.names_out))
+    spec, _ = plan_model(cfg.model, cats, sample, temporal_features=len(cleaner.temporal_names_out),
+                         temporal_length=schema.temporal_length, ic_channels=shape[0], ic_resolution=res)
+    settings = dataclasses.replace(train_settings(cfg, 0, []), epochs=epochs, family_columns={})
     rates = {}
     for workers in (1, 2):
         tcfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"num_workers": workers})})
-        state = tr.fit_vqvae(train, val, spec, settings, tcfg, storage_path=work / "ray",
-                             name=f"bench-{workers}w-{time.time_ns()}", n_train=n_train, n_validation=0)
+        state = fit_vqvae(train, val, spec, settings, tcfg, storage_path=work / "ray",
+                          name=f"bench-{workers}w-{time.time_ns()}", n_train=n_train, n_validation=0)
         rates[workers] = throughput(state.history, workers)
     return rates
 
@@ -138,9 +142,9 @@ def main() -> int:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         t0 = time.perf_counter()
-        summary = tr.tokenize_run(run_dir, cfg, 0, "bench")
+        summary = tokenize_run(run_dir, cfg, 0, "bench")
         total = time.perf_counter() - t0
-        history = [json.loads(x) for x in (run_dir / "tokenizer" / tr.METRICS_FILE).read_text().splitlines()]
+        history = [json.loads(x) for x in (run_dir / "tokenizer" / METRICS_FILE).read_text().splitlines()]
 
         rates = {} if args.skip_throughput else throughputs(run_dir, cfg, args.throughput_epochs, work)
     finally:

@@ -17,11 +17,16 @@ Ray's log files (``/tmp/ray/session_*/logs``):
   ``RAY_BACKEND_LOG_LEVEL`` cannot do this: it sets one threshold for the file and the terminal.
 
 ``-v`` shows everything Ray prints, as Ray prints it.
+
+Whatever the verbosity, the tokenize stage turns off Ray Data's progress output (:func:`quiet_ray_data`)
+and Ray Train's per-report lines in its workers (:func:`quiet_train_worker`): they would bury the
+stage's own one-line-per-epoch log.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import re
@@ -185,3 +190,33 @@ def _filter_native_stderr() -> None:
             os.write(original, pending)
 
     threading.Thread(target=pump, name="spinlock-native-stderr", daemon=True).start()
+
+
+def quiet_train_worker() -> None:
+    """Lower Ray Train's per-epoch INFO lines in this worker process to WARNING.
+
+    Every ``ray.train.report`` logs the full repr of its metrics and every checkpoint its path: two
+    long lines per epoch and worker that bury the stage's one-line epoch summary (``epoch_line``).
+    The report logger is named after its file, so it is looked up on its (private) module; if Ray
+    moves it, the lines simply come back.
+    """
+    logging.getLogger("ray.train.v2._internal.execution.storage").setLevel(logging.WARNING)
+    try:
+        importlib.import_module("ray.train.v2._internal.execution.context").logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):
+        pass
+
+
+def quiet_ray_data() -> None:
+    """Turn off Ray Data's own progress output for the datasets created after this call.
+
+    The stage makes several passes (cleaning statistics, k-means rows, every epoch's train and validation
+    iterators, encoding); Ray Data reports each one with per-operator bars, or with INFO lines when stdout
+    is not a terminal, burying the stage's own log (per-epoch losses, R², codebook health). The context
+    travels with the datasets, so Ray Train workers' iterators stay quiet too.
+    """
+    import ray.data  # here, not at the top: every CLI command imports this module, few need Ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

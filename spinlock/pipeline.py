@@ -25,7 +25,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, address: str | None = None, wo
     """
     from spinlock.distributed.cluster import ray_session
     from spinlock.distributed.driver import generate
-    from spinlock.distributed.train import tokenize_run
+    from spinlock.distributed.tokenize_stage import tokenize_run
     from spinlock.storage.remote import RemoteStore, check_location, is_remote
     from spinlock.viz.report import write_report
 

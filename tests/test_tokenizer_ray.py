@@ -4,7 +4,6 @@ and resume, tokens in dataset.h5 and Parquet, ``spinlock encode``, Tokenizer.loa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import h5py
@@ -12,11 +11,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from faults import failing_train_loop
 from synthetic_features import write_synthetic_run
 
 from spinlock.cli.main import main
 from spinlock.data import OperatorDataset, read_operators
-from spinlock.distributed.train import FAULT_ENV, METRICS_FILE
+from spinlock.distributed import train
+from spinlock.distributed.tokenize_stage import METRICS_FILE
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.layout import TokenLayout, read_parquet_layout
 from spinlock.encoding.model import LEVELS
@@ -47,16 +48,15 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def tokenized(ray_local, tmp_path_factory):
-    """One ``spinlock tokenize`` whose training worker fails once at epoch 1 (FAULT_ENV hook)."""
+    """One ``spinlock tokenize`` whose training worker fails once at the start of epoch 1."""
     tmp = tmp_path_factory.mktemp("tok")
     run = write_synthetic_run(tmp / "run", n_operators=160, n_shards=2, seed=11, tokenizer=TINY)
-    marker = tmp / "fault-marker"
-    os.environ[FAULT_ENV] = str(marker)
-    try:
+    order = tmp / "fail-epoch-1"
+    order.touch()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "train_loop_per_worker", failing_train_loop(order, epoch=1))
         assert main(["tokenize", str(run.out)]) == 0
-    finally:
-        del os.environ[FAULT_ENV]
-    assert marker.exists()  # the fault really fired
+    assert not order.exists() and order.with_name(order.name + ".taken").exists()  # the fault really fired
     with h5py.File(run.out / "dataset.h5", "r") as f:
         tokens = f["tokens"][()]
     return run, tokens

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from spinlock.cli.options import add_address, add_run_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="run output directory or s3:// / gs:// URI (holds features/ and dataset.h5)")
+    add_run_dir(p, "features/ and dataset.h5")
     p.add_argument("--tokenizer", required=True,
                    help="trained tokenizer directory or URI (e.g. OTHER_RUN/tokenizer)")
     p.add_argument("--actors", type=int, default=1, help="Ray Data encoding actors (one CPU each)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join ('auto' or HOST:PORT); default: RAY_ADDRESS, else an embedded Ray")
+    add_address(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from spinlock.cli.tokenize import run_location
     from spinlock.distributed.cluster import ray_session
-    from spinlock.distributed.train import encode_run
+    from spinlock.distributed.tokenize_stage import encode_run
     from spinlock.errors import DataError
     from spinlock.storage.remote import check_location
 

@@ -8,24 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from spinlock.cli.options import add_generation
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="run config YAML")
-    p.add_argument("--out", default=None,
-                   help="output directory or s3:// / gs:// URI (default: runs/<name>); rerun to resume")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join: 'auto' or HOST:PORT (default: RAY_ADDRESS, else embedded Ray)")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="at most N generation actors at once (caps distributed.max_actors)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted path), validated like the file; repeatable")
+    add_generation(p)
 
 
 def run(args: argparse.Namespace) -> int:

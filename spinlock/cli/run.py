@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from spinlock.cli.generate import positive_int
+from spinlock.cli.options import add_generation
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="run config YAML")
-    p.add_argument("--out", default=None,
-                   help="output directory or s3:// / gs:// URI (default: runs/<name>); rerun to resume")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join ('auto' or HOST:PORT); default: RAY_ADDRESS, else an embedded Ray")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="at most N generation actors at once (caps distributed.max_actors)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted path), validated like the file; repeatable")
+    add_generation(p)  # generate's arguments: run is generate, then tokenize and the report
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from spinlock.cli.options import add_address, add_run_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dir", help="run output directory or s3:// / gs:// URI (holds config.yaml, features/, dataset.h5)")
+    add_run_dir(p, "config.yaml, features/, dataset.h5")
     p.add_argument("--config", default=None,
                    help="run config YAML whose seed and tokenizer section to use (default: DIR/config.yaml)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join ('auto' or HOST:PORT); default: RAY_ADDRESS, else an embedded Ray")
+    add_address(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from spinlock.config import config_hash, load_config
     from spinlock.distributed.cluster import ray_session
-    from spinlock.distributed.train import tokenize_run
+    from spinlock.distributed.tokenize_stage import tokenize_run
 
     out = run_location(args.dir)
     cfg = load_config(args.config or run_config_file(out))

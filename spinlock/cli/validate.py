@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from spinlock.cli.options import add_config, add_overrides
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="run config YAML")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key (dotted path), validated like the file; repeatable")
+    add_config(p)
+    add_overrides(p)
 
 
 def run(args: argparse.Namespace) -> int:

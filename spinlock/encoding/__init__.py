@@ -2,10 +2,11 @@
 
 Modules: ``schema`` (feature-table names and blocks), ``split`` (train/validation by hash),
 ``sketch`` (mergeable streaming statistics), ``cleaning`` (FeatureCleaner), ``categories``
-(CategoryDiscovery), ``model`` (HierarchicalVQVAE), ``training`` (the training loop), ``metrics``
-(validation R², codebook usage), ``tokenizer`` (the saved Tokenizer), ``layout`` (which codebooks are
-token positions), ``icfields`` (IC reader), ``outputs`` (tokens into dataset.h5 / Parquet). The Ray
-edges live in ``spinlock.distributed``; docs/tokenizer.md describes the stage.
+(CategoryDiscovery), ``model`` (HierarchicalVQVAE), ``plan`` (the model spec sized to the data),
+``training`` (the training loop), ``metrics`` (validation R², codebook usage), ``tokenizer`` (the saved
+Tokenizer), ``layout`` (which codebooks are token positions), ``icfields`` (IC reader), ``outputs``
+(tokens into dataset.h5 / Parquet). The Ray edges live in ``spinlock.distributed``; docs/tokenizer.md
+describes the stage.
 """
 
 import importlib

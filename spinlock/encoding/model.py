@@ -284,8 +284,7 @@ class HierarchicalVQVAE(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(spec.n_encoders * L, H), nn.GELU(), nn.Linear(H, H), nn.GELU())
         # The output heads read the decoder's hidden state *and* the quantized latents themselves: the
         # linear part of the latents → features map (most of the variance, as for PCA) needs no hidden
-        # layer and the MLP learns the rest. Measured on a generated 4096-operator run: validation R²
-        # after 10 epochs 0.80 → 0.86 (docs/tokenizer.md, "Token streams").
+        # layer and the MLP learns the rest (measured: docs/performance.md, "Tokenizer decoder").
         D = H + spec.n_encoders * L
         self.head_x = nn.Linear(D, spec.n_features)
         self.head_t = (nn.Linear(D, spec.temporal_length * spec.temporal_features)

@@ -5,8 +5,8 @@ Operators with the same (depth, width, kernel_size, padding_mode) form a group. 
 realizations on the batch axis, so G operators × M realizations cost one conv call per layer. On CPU
 the group runs layer by layer, in passes of a few operators, with operators on the batch axis: one
 convolution call per operator for wide layers, batched matrix products for narrow ones, one call per
-pass for everything else (measured below). Activation and
-normalization may differ inside a group; they are applied per operator with masks.
+pass for everything else (docs/performance.md, "Rollout engine", has the measurements). Activation
+and normalization may differ inside a group; they are applied per operator with masks.
 
 Layer l (0-based, L = depth layers): conv → [norm → activation] for l < L-1; the last conv maps back
 to C channels with no norm/activation. Weights: N(0, gain² / fan_in) with ``gain = weight_scale`` times
@@ -32,29 +32,22 @@ NORMALIZATIONS = ("none", "instance", "layer")
 PADDING_MODES = ("circular", "reflect", "replicate", "zeros")
 EPS = 1e-5
 # On CUDA a group runs as one grouped convolution per layer ("grouped": operators stacked on the channel
-# axis, realizations on the batch axis). On CPU the computation is layer-major over passes of a few
-# operators (PASS_BYTES, below) with operators on the batch axis ([G·M, C, H, W]): every elementwise step
-# (padding, normalisation, activation) is one call per pass, and only the convolutions that need
-# per-operator weights loop. oneDNN runs G separate convolutions of batch M at least as fast as one
-# grouped convolution with G groups (2-core x86 VM, 16 same-shape operators × 2 realizations, 32², width
-# 32: per-operator 2.9–3.3k sample-steps/s vs grouped-16 2.1–2.2k), fewer shapes need a JIT-compiled
-# kernel, and an operator's result does not depend on which operators share its batch.
-# oneDNN's direct convolution vectorises over blocks of 16 channels; a layer with fewer output or input
-# channels (the last layer maps back to C = 3, the first one comes from it) wastes most of each vector.
-# On CPU such layers run as batched matrix products over all operators instead (same maths, different
-# summation order: max difference ~3e-5 at 32² for C = 3, width 32). Measured on a 2-core AMD EPYC VM,
-# one thread, 32², width 32, per operator with M = 2 (direct conv → replacement):
+# axis, realizations on the batch axis). On CPU it runs layer-major over passes of a few operators, with
+# operators on the batch axis ([G·M, C, H, W]): every elementwise step (padding, normalisation,
+# activation) is one call per pass and only the convolutions with per-operator weights loop, because
+# oneDNN runs G convolutions of batch M at least as fast as one G-group convolution, fewer shapes need a
+# JIT-compiled kernel, and an operator's result then does not depend on which operators share its batch.
+# Measurements: docs/performance.md, "Rollout engine".
+# oneDNN's direct convolution vectorises over blocks of 16 channels, so on CPU a layer with fewer output
+# or input channels (the last one maps back to C = 3, the first comes from it) runs as batched matrix
+# products over the pass instead (same maths, another summation order):
 #   narrow output, "expand": one matmul to k²·cout channels on the padded input, then the k² shifted
-#       slices summed: k=3 345 → 165 µs;
+#       slices summed;
 #   narrow input, "im2col": the k² shifted copies of the input channels, then one matmul.
 # Kernel size 1 is a plain matrix product ("im2col" without copies).
 NARROW_CHANNELS = 16
-# The CPU layout runs a group in passes of as many operators as keep one padded activation tensor
-# within this many bytes (at least one operator), so that the tensors a layer reads and writes stay in
-# the core's L2 cache instead of streaming through memory. Measured on the 2-core AMD EPYC VM (one
-# thread, 16 operators × M = 2, 32², width 32, i.e. 296 KiB per operator; forward µs per sample, best
-# of 30 interleaved repeats, two runs): operators per pass 1: 544–620, 2: 464–541, 3: 469–500,
-# 4: 456–550, 8: 518–654, all 16: 689–880. This budget gives 3 at M = 2, 2 at M = 3, 1 from M = 4.
+# A CPU pass holds as many operators as keep one padded activation tensor within this many bytes (at
+# least one), so that the tensors a layer reads and writes stay in the core's L2 cache.
 PASS_BYTES = 1 << 20
 
 

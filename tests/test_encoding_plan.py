@@ -1,0 +1,75 @@
+"""Model planning on a numpy sample (no Ray): streams per category, codebook sizes per stream, the plan's
+numbers and log line, the training settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spinlock.config.tokenizer import ModelConfig, TokenizerConfig
+from spinlock.encoding.categories import Category
+from spinlock.encoding.plan import codebook_message, plan_model, train_settings
+
+
+def _categories() -> list[Category]:
+    return [Category("c00_cont", ("summary.a",), (0,)),
+            Category("c01_wide", tuple(f"summary.w{j}" for j in range(12)), tuple(range(1, 13))),
+            Category("c02_discrete", ("architecture.depth",), (13,))]
+
+
+def _sample(rows: int = 3000) -> np.ndarray:
+    """[rows, 14]: column 0 takes 30 values equally often, 1-12 are independent normals (all 12
+    components needed for 95 % of their variance), 13 takes 3 values equally often."""
+    rng = np.random.default_rng(0)
+    x = np.empty((rows, 14), dtype=np.float32)
+    x[:, 0] = np.repeat(np.arange(30) * 0.1, rows // 30)
+    x[:, 1:13] = rng.normal(size=(rows, 12))
+    x[:, 13] = np.repeat([-0.7, 0.0, 0.7], rows // 3)
+    return x
+
+
+def test_plan_sizes_streams_and_codebooks_to_the_sample():
+    spec, plan = plan_model(ModelConfig(), _categories(), _sample(), temporal_features=2, temporal_length=16,
+                            ic_channels=3, ic_resolution=8)
+    # 3000 rows / 8 per code = 375 -> levels capped at 256
+    assert spec.codebook_sizes == (128, 256, 256)
+    assert spec.category_streams == (1, 2, 1)  # ceil(12 components / 6 per stream)
+    assert spec.encoder_names == ("c00_cont", "c01_wide.0", "c01_wide.1", "c02_discrete", "temporal", "ic")
+    levels = (128, 256, 256)
+    # 30 and 3 distinguishable inputs: level 1 resolves them, finer levels get one code
+    assert spec.encoder_codebook_sizes == ((30, 1, 1), levels, levels, (3, 1, 1), levels, levels)
+    assert (spec.n_features, spec.temporal_features, spec.temporal_length) == (14, 2, 16)
+    assert (spec.ic_channels, spec.ic_resolution) == (3, 8)
+    assert spec.category_columns == ((0,), tuple(range(1, 13)), (13,))
+    assert plan == {"configured": [128, 256, 512], "init_rows": 3000, "rows_per_code": 8, "code_resolution": 0.05,
+                    "components_per_stream": 6,
+                    "category_streams": {"c00_cont": 1, "c01_wide": 2, "c02_discrete": 1},
+                    "effective_inputs": {"c00_cont": 30.0, "c01_wide.0": None, "c01_wide.1": None,
+                                         "c02_discrete": 3.0, "temporal": None, "ic": None}}
+    msg = codebook_message(spec, plan)
+    assert "[128, 256, 256] codes per level (configured [128, 256, 512]" in msg
+    assert "c00_cont [30, 1, 1] (~30 inputs), c02_discrete [3, 1, 1] (~3 inputs)" in msg
+    assert "(4 levels with one code" in msg and "c01_wide x2" in msg
+
+
+def test_plan_without_temporal_curves_or_rows():
+    spec, plan = plan_model(ModelConfig(), _categories(), np.empty((0, 14), np.float32), temporal_features=0,
+                            temporal_length=16, ic_channels=3, ic_resolution=8)
+    assert spec.temporal_length == 0 and spec.encoder_names == ("c00_cont", "c01_wide", "c02_discrete", "ic")
+    assert spec.codebook_sizes == (2, 2, 2)  # no rows: the smallest levels, and nothing measured
+    assert spec.encoder_codebook_sizes == ((2, 2, 2),) * 4
+    assert plan["init_rows"] == 0 and set(plan["effective_inputs"].values()) == {None}
+
+
+def test_plan_refuses_a_sample_that_is_not_a_table():
+    with pytest.raises(ValueError, match=r"\[rows, features\]"):
+        plan_model(ModelConfig(), _categories(), np.zeros(14), temporal_features=0, temporal_length=0,
+                   ic_channels=0, ic_resolution=8)
+
+
+def test_train_settings_from_the_section():
+    cfg = TokenizerConfig(training={"epochs": 7, "learning_rate": 0.01, "lr_schedule": "constant"},
+                          model={"temporal_weight": 0.5})
+    s = train_settings(cfg, 3, ["initial.a", "summary.b", "architecture.c", "summary.d"])
+    assert (s.epochs, s.learning_rate, s.lr_schedule, s.temporal_weight, s.seed) == (7, 0.01, "constant", 0.5, 3)
+    assert s.family_columns == {"initial": [0], "architecture": [2], "summary": [1, 3]}
