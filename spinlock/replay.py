@@ -32,8 +32,7 @@ from spinlock.config.models import RunConfig
 from spinlock.config.parameters import BooleanSpec, ChoiceSpec, IntegerSpec
 from spinlock.errors import DataError, SpinlockError
 from spinlock.rng import torch_generator
-from spinlock.rollout.engine import STATUS_FAULT, STATUS_OK
-from spinlock.storage.layout import DATASET_FILE, SHARDS_DIR, shard_name
+from spinlock.storage.layout import DATASET_FILE, SHARDS_DIR, STATUS_FAULT, STATUS_OK, shard_name
 from spinlock.storage.zarrstore import open_trajectories
 
 PARAM_RTOL = 1e-12

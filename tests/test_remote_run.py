@@ -22,7 +22,7 @@ from conftest import ROOT, tiny_config
 from moto_s3 import moto_s3_with_ray
 
 from spinlock.cli.main import main
-from spinlock.encoding.tokenizer import META_FILE
+from spinlock.storage.layout import META_FILE
 from spinlock.storage.remote import RemoteStore
 
 pytestmark = pytest.mark.ray

@@ -17,9 +17,10 @@ from spinlock.encoding.layout import Position, TokenLayout, read_parquet_layout
 from spinlock.encoding.metrics import codebook_health, token_health
 from spinlock.encoding.model import ModelSpec
 from spinlock.encoding.outputs import write_tokens
-from spinlock.encoding.tokenizer import META_FILE, Tokenizer
+from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.errors import DataError
 from spinlock.storage.checker import check_tokens
+from spinlock.storage.layout import META_FILE
 from spinlock.viz.data import RunData
 
 

@@ -126,9 +126,10 @@ def run(args: argparse.Namespace) -> int:
     if "tokenizer" in plots:
         written += _tokenizer_plots(run_data, out, args.mode, args.cmap, seed)
     if args.report:
+        from spinlock.storage.layout import REPORT_DIR
         from spinlock.viz.report import write_report
 
-        written.append(write_report(run_data.out_dir, out / "report", seed=seed) / "index.html")
+        written.append(write_report(run_data.out_dir, out / REPORT_DIR, seed=seed) / "index.html")
     frames = {p for p in written if p.parent.name.endswith("-frames")}
     for p in written:
         if p not in frames:

@@ -62,12 +62,12 @@ from spinlock.encoding.model import (
     stream_names,
 )
 from spinlock.encoding.outputs import write_tokens
-from spinlock.encoding.schema import SCALAR_FAMILIES
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.encoding.training import TrainSettings, TrainState, build_model, epoch_line, flat_metrics, train_model
 from spinlock.errors import DataError, SpinlockError
 from spinlock.rng import numpy_rng
+from spinlock.storage.layout import METRICS_FILE, SCALAR_FAMILIES, SUMMARY_FILE
 from spinlock.storage.remote import RemoteStore, is_remote
 
 FAULT_ENV = "SPINLOCK_TOKENIZER_FAULT_MARKER"
@@ -75,8 +75,6 @@ FAULT_ENV = "SPINLOCK_TOKENIZER_FAULT_MARKER"
 start of epoch ``FAULT_EPOCH`` (so Ray Train must restart the workers from the epoch-0 checkpoint)."""
 FAULT_EPOCH = 1
 STATE_FILE = "state.pt"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 _stage_log = logging.getLogger("spinlock.tokenize")  # the stage's lines (the CLI shows them; -q hides them)
 
 

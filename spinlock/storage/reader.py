@@ -12,7 +12,7 @@ import yaml
 
 from spinlock.errors import DataError
 from spinlock.features import census
-from spinlock.rollout.engine import STATUS_FAULT, STATUS_NAMES
+from spinlock.storage.layout import FEATURE_FAMILIES, LEARNED_FAMILY, STATUS_FAULT, STATUS_NAMES
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
 
@@ -110,7 +110,8 @@ def describe(path: str | Path) -> str:
                          f" {_fmt_bytes(np.prod(t.shape) * t.dtype.itemsize)} uncompressed")
         else:
             lines.append("  trajectories: not stored (use `spinlock replay` to re-run an operator)")
-        for fam in ("initial", "initial_learned", "architecture", "summary", "temporal"):
+        # the learned family right after the one it embeds
+        for fam in (FEATURE_FAMILIES[0], LEARNED_FAMILY, *FEATURE_FAMILIES[1:]):
             key = f"features/{fam}"
             if key in f:
                 ds = f[key]

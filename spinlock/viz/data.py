@@ -23,16 +23,21 @@ import yaml
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS
 from spinlock.errors import DataError, SpinlockError
+from spinlock.storage.layout import (
+    CATEGORIES_FILE,
+    CONFIG_FILE,
+    DATASET_FILE,
+    FEATURE_FAMILIES,
+    METRICS_FILE,
+    STATUS_NAMES,
+    TEMPORAL_FAMILY,
+    TOKENIZER_DIR,
+)
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
-
-DATASET_FILE = "dataset.h5"
-TOKENIZER_DIR = "tokenizer"
-SCALAR_FAMILIES = ("initial", "architecture", "summary")
-STATUS_NAMES = {0: "ok", 1: "diverged", 2: "fault"}
-"""Known ``/status`` codes; any other code is shown as ``code <n>``."""
 
 
 def status_name(code: int) -> str:
+    """The name of a ``/status`` code; any other code is shown as ``code <n>``."""
     return STATUS_NAMES.get(int(code), f"code {int(code)}")
 
 
@@ -127,7 +132,7 @@ class RunData:
             self._config_attr = f.attrs.get("config")
             self.feature_widths = {
                 fam: int(f[f"features/{fam}"].shape[-1])
-                for fam in (*SCALAR_FAMILIES, "temporal")
+                for fam in FEATURE_FAMILIES
                 if f"features/{fam}" in f
             }
             tr = open_trajectories(f, self.dataset_path)  # /trajectories or the run's Zarr array
@@ -159,8 +164,8 @@ class RunData:
     def config(self) -> dict[str, Any]:
         """Resolved run config as a dict (file attr ``config``, else ``OUT/config.yaml``; {} if none)."""
         text = self._config_attr
-        if text is None and (self.out_dir / "config.yaml").is_file():
-            text = (self.out_dir / "config.yaml").read_text()
+        if text is None and (self.out_dir / CONFIG_FILE).is_file():
+            text = (self.out_dir / CONFIG_FILE).read_text()
         if isinstance(text, bytes):
             text = text.decode()
         cfg = yaml.safe_load(text) if text else None
@@ -233,9 +238,9 @@ class RunData:
     def temporal(self) -> TemporalTable | None:
         """``/features/temporal`` [N, T', D] with names and the step of each sample, or ``None``."""
         with self._open() as f:
-            if "features/temporal" not in f:
+            if f"features/{TEMPORAL_FAMILY}" not in f:
                 return None
-            ds = f["features/temporal"]
+            ds = f[f"features/{TEMPORAL_FAMILY}"]
             names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
             values = np.asarray(ds[()], dtype=np.float32)
             if "steps" in ds.attrs:
@@ -267,7 +272,7 @@ class RunData:
 
     def categories(self) -> list[Category] | None:
         """Feature categories from ``tokenizer/categories.json`` (``{"categories": [{name, features}]}``)."""
-        path = self.tokenizer_dir / "categories.json"
+        path = self.tokenizer_dir / CATEGORIES_FILE
         if not path.is_file():
             return None
         try:
@@ -281,7 +286,7 @@ class RunData:
 
     def metrics(self) -> list[dict[str, Any]]:
         """Epoch records from ``tokenizer/metrics.jsonl`` (blank and non-object lines skipped)."""
-        path = self.tokenizer_dir / "metrics.jsonl"
+        path = self.tokenizer_dir / METRICS_FILE
         if not path.is_file():
             return []
         records = []
