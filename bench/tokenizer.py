@@ -43,7 +43,7 @@ from synthetic_features import write_synthetic_run  # noqa: E402
 
 from spinlock.config import config_from_dict  # noqa: E402
 from spinlock.distributed import train as tr  # noqa: E402
-from spinlock.distributed.data import fit_cleaner, prepare_splits, read_features  # noqa: E402
+from spinlock.distributed.feature_stream import fit_cleaner, prepare_splits, read_features  # noqa: E402
 from spinlock.encoding.categories import CategoryDiscovery  # noqa: E402
 from spinlock.encoding.cleaning import FeatureCleaner  # noqa: E402
 from spinlock.encoding.icfields import stored_ic_shape  # noqa: E402

@@ -15,7 +15,6 @@ import torch
 from synthetic_features import write_synthetic_run
 
 from spinlock.cli.main import main
-from spinlock.data import OperatorDataset, read_operators
 from spinlock.distributed.train import FAULT_ENV
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.layout import TokenLayout, read_parquet_layout
@@ -23,6 +22,7 @@ from spinlock.encoding.model import LEVELS
 from spinlock.encoding.schema import FeatureNameMismatch
 from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.storage.layout import METRICS_FILE
+from spinlock.storage.reader import OperatorDataset, read_operators
 
 pytestmark = pytest.mark.ray
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from spinlock.errors import SpinlockError
 
 if TYPE_CHECKING:  # the viz stack (matplotlib, sklearn) is imported only when the command runs
-    from spinlock.viz.data import RunData
+    from spinlock.viz.rundata import RunData
     from spinlock.viz.select import Group
 
 PLOTS = ("rollouts", "features", "tokenizer")
@@ -83,8 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spinlock.storage.remote import check_location, require_local
-    from spinlock.viz.data import RunData
     from spinlock.viz.render import RenderOptions, render_group
+    from spinlock.viz.rundata import RunData
     from spinlock.viz.video import parse_formats
 
     require_local(args.out, "--out")

@@ -1,7 +1,7 @@
 """Tokenizer section (owned by spinlock.encoding): cleaning, category discovery, VQ-VAE, training.
 
 docs/tokenizer.md explains each stage; every field below is read by ``spinlock.encoding`` or by the
-Ray edges in ``spinlock.distributed.data`` / ``spinlock.distributed.train``.
+Ray edges in ``spinlock.distributed.feature_stream`` / ``spinlock.distributed.train``.
 """
 
 from __future__ import annotations

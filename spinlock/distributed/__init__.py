@@ -2,6 +2,6 @@
 
 Generation: :mod:`.driver` (``generate``: plan, resume, pool, merge), :mod:`.scheduler` (dispatch and
 bounded retries), :mod:`.worker` (the shard actor), :mod:`.cluster` (connect, pool sizing),
-:mod:`.metrics` (dashboard metrics). Tokenizer: :mod:`.data` (Ray Data) and :mod:`.train` (Ray Train).
+:mod:`.metrics` (dashboard metrics). Tokenizer: :mod:`.feature_stream` (Ray Data) and :mod:`.train` (Ray Train).
 Import the submodules directly; importing this package does not import Ray.
 """

@@ -6,7 +6,7 @@ the latest checkpoint (``ray.train.get_checkpoint``) when Ray Train restarts the
 failure, wraps the model in DDP (``prepare_model``; the quantizers all-reduce their EMA codebook
 statistics and k-means initialisation themselves, ``sync_codebook``), feeds it its shard of the
 training Dataset (read through Ray Data once when it fits ``training.cache_mb``, see
-:class:`~spinlock.distributed.data.ShardBatches`), and reports metrics with a checkpoint from rank 0
+:class:`~spinlock.distributed.feature_stream.ShardBatches`), and reports metrics with a checkpoint from rank 0
 once ``training.checkpoint_seconds`` have passed and after the last epoch (``ray.train.report`` is a
 barrier every rank calls, and Ray Train takes one report per ~2 s poll, longer than a small epoch).
 
@@ -40,7 +40,7 @@ from ray.train.torch import TorchTrainer
 
 from spinlock.config.tokenizer import TokenizerConfig
 from spinlock.distributed.cluster import cluster_capacity
-from spinlock.distributed.data import (
+from spinlock.distributed.feature_stream import (
     ShardBatches,
     encode_dataset,
     fit_cleaner,

@@ -213,12 +213,13 @@ def encode_operators(tokenizer: Tokenizer, run_dir: str | Path, operators: np.nd
     """Tokens [len(operators), positions] of operators of any run (its features and, for a tokenizer with
     an IC branch, its stored initial conditions), encoded in-process with a trained ``tokenizer``."""
     from spinlock.encoding.icfields import ICReader
+    from spinlock.storage.reader import dataset_file
 
     ops = np.asarray(operators, np.int64)
     batch = read_feature_batch(run_dir, tokenizer.cleaner.schema, ops)
     ic = None
     if tokenizer.spec.ic_channels:
-        reader = ICReader(Path(run_dir) / "dataset.h5")
+        reader = ICReader(dataset_file(run_dir))
         try:
             if tuple(reader.shape) != tokenizer.ic_shape:
                 raise DataError(f"{run_dir}: initial conditions are {tuple(reader.shape)}, the tokenizer expects"

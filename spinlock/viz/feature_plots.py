@@ -19,7 +19,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 
-from spinlock.viz.data import Category
+from spinlock.viz.rundata import Category
 
 
 def _figure(w: float, h: float) -> Figure:

@@ -18,8 +18,8 @@ from spinlock.errors import SpinlockError
 from spinlock.viz.aggregate import aggregate_panels, plot_aggregate
 from spinlock.viz.canvas import ClipCanvas, default_ncols
 from spinlock.viz.colors import FIELD_CMAP, colormap_lut
-from spinlock.viz.data import RunData
 from spinlock.viz.frames import RenderMode, render_panels, shown_channels
+from spinlock.viz.rundata import RunData
 from spinlock.viz.select import Group
 from spinlock.viz.video import (
     VideoFormat,

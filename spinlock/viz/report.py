@@ -30,8 +30,8 @@ from spinlock.viz import feature_plots as fp
 from spinlock.viz import tokenizer_plots as tp
 from spinlock.viz.aggregate import plot_aggregate
 from spinlock.viz.colors import FIELD_CMAP
-from spinlock.viz.data import RunData, status_name
 from spinlock.viz.render import RenderOptions, default_mode, render_group
+from spinlock.viz.rundata import RunData, status_name
 from spinlock.viz.select import random_group
 
 MAX_REPORT_FRAMES = 64

@@ -30,7 +30,7 @@ from sklearn.neighbors import NearestNeighbors
 from spinlock.errors import SpinlockError
 from spinlock.rng import numpy_rng
 from spinlock.storage.layout import SCALAR_FAMILIES
-from spinlock.viz.data import RunData, Tokens
+from spinlock.viz.rundata import RunData, Tokens
 
 Diversity = Literal["features", "realizations"]
 

@@ -24,8 +24,8 @@ from sklearn.decomposition import PCA
 
 from spinlock.errors import SpinlockError
 from spinlock.rng import numpy_rng
-from spinlock.viz.data import Category, RunData, Tokens
 from spinlock.viz.render import last_frames
+from spinlock.viz.rundata import Category, RunData, Tokens
 from spinlock.viz.select import behaviour_matrix
 
 _LEVEL_KEY = re.compile(r"^(usage|perplexity)_l(\d+)$")

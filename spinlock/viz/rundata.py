@@ -26,13 +26,13 @@ from spinlock.errors import DataError, SpinlockError
 from spinlock.storage.layout import (
     CATEGORIES_FILE,
     CONFIG_FILE,
-    DATASET_FILE,
     FEATURE_FAMILIES,
     METRICS_FILE,
     STATUS_NAMES,
     TEMPORAL_FAMILY,
     TOKENIZER_DIR,
 )
+from spinlock.storage.reader import dataset_file
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
 
@@ -114,15 +114,8 @@ class RunData:
     """A run output directory (``OUT/``) or a bare ``dataset.h5`` (its folder is taken as ``OUT/``)."""
 
     def __init__(self, path: str | Path):
-        from spinlock.storage.remote import local_copy
-
-        p = local_copy(path)  # a URI: the run's files mirrored to the node's cache
-        if p.is_file():
-            self.dataset_path, self.out_dir = p, p.parent
-        else:
-            self.out_dir, self.dataset_path = p, p / DATASET_FILE
-        if not self.dataset_path.is_file():
-            raise DataError(f"no dataset at {self.dataset_path} (expected a run directory containing {DATASET_FILE})")
+        self.dataset_path = dataset_file(path)  # a URI: the run's files mirrored to the node's cache
+        self.out_dir = self.dataset_path.parent
         with self._open() as f:
             self.operator_index = np.asarray(f["operators/index"][()], dtype=np.int64)
             self.status = np.asarray(f["status"][()], dtype=np.int64) if "status" in f else None
