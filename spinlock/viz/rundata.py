@@ -86,8 +86,9 @@ class Tokens:
 
 
 @dataclass(frozen=True)
-class Category:
-    """A feature category from ``tokenizer/categories.json``."""
+class CategoryMembers:
+    """A discovered feature category as the plots read it from ``tokenizer/categories.json``: its name and
+    members (the saved form of :class:`spinlock.encoding.categories.DiscoveredCategory`)."""
 
     name: str
     features: list[str]
@@ -263,7 +264,7 @@ class RunData:
     def tokenizer_dir(self) -> Path:
         return self.out_dir / TOKENIZER_DIR
 
-    def categories(self) -> list[Category] | None:
+    def categories(self) -> list[CategoryMembers] | None:
         """Feature categories from ``tokenizer/categories.json`` (``{"categories": [{name, features}]}``)."""
         path = self.tokenizer_dir / CATEGORIES_FILE
         if not path.is_file():
@@ -275,7 +276,7 @@ class RunData:
         items = doc.get("categories") if isinstance(doc, dict) else doc
         if not isinstance(items, list) or not all(isinstance(c, dict) and "name" in c for c in items):
             raise DataError(f"{path}: expected {{'categories': [{{'name': ..., 'features': [...]}}]}}")
-        return [Category(str(c["name"]), [str(x) for x in c.get("features", [])]) for c in items]
+        return [CategoryMembers(str(c["name"]), [str(x) for x in c.get("features", [])]) for c in items]
 
     def metrics(self) -> list[dict[str, Any]]:
         """Epoch records from ``tokenizer/metrics.jsonl`` (blank and non-object lines skipped)."""
