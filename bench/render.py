@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from synthetic_run import make_run  # noqa: E402
 
-from spinlock.viz.data import RunData  # noqa: E402
 from spinlock.viz.render import RenderOptions, render_group  # noqa: E402
+from spinlock.viz.rundata import RunData  # noqa: E402
 from spinlock.viz.select import explicit  # noqa: E402
 
 

@@ -165,7 +165,7 @@ def recall(run: Path, png: Path | None) -> None:
         print(f"| {name} | {v:.3f} |")
     if png is not None:
         from spinlock.cli.neighbors import render_neighbors
-        from spinlock.viz.data import RunData
+        from spinlock.viz.rundata import RunData
 
         data = RunData(run)
         ix = TokenIndex(tokens, layout)

@@ -42,14 +42,15 @@ sys.path.insert(0, str(ROOT / "tests"))  # the synthetic run writer lives with t
 from synthetic_features import write_synthetic_run  # noqa: E402
 
 from spinlock.config import config_from_dict  # noqa: E402
-from spinlock.distributed.data import fit_cleaner, prepare_splits, read_features  # noqa: E402
-from spinlock.distributed.tokenize_stage import METRICS_FILE, kmeans_sample, tokenize_run  # noqa: E402
+from spinlock.distributed.feature_stream import fit_cleaner, prepare_splits, read_features  # noqa: E402
+from spinlock.distributed.tokenize_stage import kmeans_sample, tokenize_run  # noqa: E402
 from spinlock.distributed.train import fit_vqvae  # noqa: E402
 from spinlock.encoding.categories import CategoryDiscovery  # noqa: E402
 from spinlock.encoding.cleaning import FeatureCleaner  # noqa: E402
 from spinlock.encoding.icfields import stored_ic_shape  # noqa: E402
 from spinlock.encoding.plan import plan_model, train_settings  # noqa: E402
 from spinlock.encoding.split import Split  # noqa: E402
+from spinlock.storage.layout import METRICS_FILE  # noqa: E402
 
 START, END = "<!-- bench:tokenizer:start -->", "<!-- bench:tokenizer:end -->"
 

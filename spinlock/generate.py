@@ -23,9 +23,9 @@ from spinlock.errors import SpinlockError
 from spinlock.ics.registry import generate_ic, get_ic_type
 from spinlock.operators.registry import get_family
 from spinlock.rng import derive_key
-from spinlock.rollout.engine import STATUS_DIVERGED, STATUS_FAULT, RolloutEngine, feature_faults, resolve_device
+from spinlock.rollout.engine import RolloutEngine, feature_faults, resolve_device
 from spinlock.sampling.space import SampledSet, choices_json, sample
-from spinlock.storage.layout import CONFIG_FILE, parquet_path, shard_path
+from spinlock.storage.layout import CONFIG_FILE, STATUS_DIVERGED, STATUS_FAULT, parquet_path, shard_path
 from spinlock.storage.shard import ShardInfo, ShardWriter
 
 

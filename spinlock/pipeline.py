@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
+from spinlock.storage.layout import DATASET_FILE, REPORT_DIR, TOKENIZER_DIR
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, address: str | None = None, workers: int | None = None,
@@ -48,8 +49,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, address: str | None = None, wo
         report = str(write_report(out))
     else:
         local = store.mirror_run(store.staging(staging))
-        store.upload_dir(write_report(local), "report")
-        report = f"{where}/report"
+        store.upload_dir(write_report(local), REPORT_DIR)
+        report = f"{where}/{REPORT_DIR}"
     times["report"] = time.perf_counter() - t
-    return {"dataset": f"{where}/dataset.h5", "tokenizer_dir": f"{where}/tokenizer", "tokenizer": tok,
+    return {"dataset": f"{where}/{DATASET_FILE}", "tokenizer_dir": f"{where}/{TOKENIZER_DIR}", "tokenizer": tok,
             "report": report, "seconds": times}

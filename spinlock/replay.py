@@ -32,8 +32,8 @@ from spinlock.config.models import RunConfig
 from spinlock.config.parameters import BooleanSpec, ChoiceSpec, IntegerSpec
 from spinlock.errors import DataError, SpinlockError
 from spinlock.rng import torch_generator
-from spinlock.rollout.engine import STATUS_FAULT, STATUS_OK
-from spinlock.storage.layout import DATASET_FILE, SHARDS_DIR, shard_name
+from spinlock.storage.layout import DATASET_FILE, SHARDS_DIR, STATUS_FAULT, STATUS_OK, shard_name
+from spinlock.storage.reader import dataset_file
 from spinlock.storage.zarrstore import open_trajectories
 
 PARAM_RTOL = 1e-12
@@ -67,21 +67,9 @@ def bit_exact(gen: Generation, device: str, precision: str) -> bool:
     return gen.device == "cpu" and device == "cpu" and gen.precision == precision
 
 
-def resolve_dataset(path: str | Path) -> Path:
-    """The local ``dataset.h5`` of a run folder or file; a URI is fetched to the node's cache first."""
-    from spinlock.storage.remote import local_copy
-
-    p = local_copy(path)
-    if p.is_dir():
-        p = p / DATASET_FILE
-    if not p.is_file():
-        raise DataError(f"no dataset at {p} (expected a run directory or an .h5 file)")
-    return p
-
-
 def config_of(path: str | Path) -> RunConfig:
     """The resolved config stored in a dataset or shard file."""
-    p = resolve_dataset(path)
+    p = dataset_file(path)
     with h5py.File(p, "r") as f:
         raw = f.attrs.get("config")
         if raw is None:
@@ -111,7 +99,7 @@ def generation_of(path: str | Path, index: int, cfg: RunConfig) -> Generation:
     neither: the precision is then the config's (the only one the engine ran), and the device is known
     only when the config names one or the precision needed CUDA (it did before format 1.1).
     """
-    p = resolve_dataset(path)
+    p = dataset_file(path)
     with h5py.File(p, "r") as f:
         device, precision = _attr(f.attrs, "device"), _attr(f.attrs, "precision")
     source = f"root attrs of {p.name}"
@@ -305,7 +293,7 @@ def step_error(stored: np.ndarray, mine: np.ndarray) -> float:
 
 def compare_with_stored(path: str | Path, rep: Replay) -> Comparison:
     """Check the stored parameters, IC, status and (strided, cast) trajectory of ``rep.index``."""
-    p = resolve_dataset(path)
+    p = dataset_file(path)
     cfg = config_of(p)
     gen = rep.generation
     exact = bit_exact(gen, rep.device, rep.precision)

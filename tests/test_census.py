@@ -214,8 +214,8 @@ def test_info_parquet_and_report_agree(tiny_run):
             assert [cs.NAMES[c] for c in read_census(f)[0]] == table["census"].to_pylist()
     assert [got[int(i)] for i in index] == [cs.NAMES[c] for c in codes]
 
-    from spinlock.viz.data import RunData
     from spinlock.viz.report import census_section
+    from spinlock.viz.rundata import RunData
 
     rep = Path(out) / "report-census"
     rep.mkdir()

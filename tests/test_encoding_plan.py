@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from spinlock.config.tokenizer import ModelConfig, TokenizerConfig
-from spinlock.encoding.categories import Category
+from spinlock.encoding.categories import DiscoveredCategory
 from spinlock.encoding.plan import codebook_message, plan_model, train_settings
 
 
-def _categories() -> list[Category]:
-    return [Category("c00_cont", ("summary.a",), (0,)),
-            Category("c01_wide", tuple(f"summary.w{j}" for j in range(12)), tuple(range(1, 13))),
-            Category("c02_discrete", ("architecture.depth",), (13,))]
+def _categories() -> list[DiscoveredCategory]:
+    return [DiscoveredCategory("c00_cont", ("summary.a",), (0,)),
+            DiscoveredCategory("c01_wide", tuple(f"summary.w{j}" for j in range(12)), tuple(range(1, 13))),
+            DiscoveredCategory("c02_discrete", ("architecture.depth",), (13,))]
 
 
 def _sample(rows: int = 3000) -> np.ndarray:

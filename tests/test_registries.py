@@ -8,16 +8,20 @@ imports its entries lazily to dodge a cycle still has the cycle.
 from __future__ import annotations
 
 import ast
+import typing
 from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 import spinlock
+from spinlock.config.models import OperatorsConfig
 from spinlock.ics import base as ic_base
 from spinlock.ics.registry import generate_ic, get_ic_type
 from spinlock.operators import base as op_base
-from spinlock.operators.registry import get_family
+from spinlock.operators.names import FAMILY_NAMES
+from spinlock.operators.registry import check_names, get_family
 from spinlock.rng import BatchRandom, derive_key
 
 PACKAGE = Path(spinlock.__file__).parent
@@ -108,6 +112,20 @@ def test_get_family_names_the_choices():
     assert {get_family("cnn").name, get_family("uafno").name} == {"cnn", "uafno"}
     with pytest.raises(ValueError, match=r"unknown operator family 'fno'; expected one of \['cnn', 'uafno'\]"):
         get_family("fno")
+
+
+def test_config_family_choices_are_the_registered_families():
+    """``operators.family`` accepts, and its schema lists, exactly the registered families."""
+    family = OperatorsConfig.model_fields["family"].annotation
+    assert sorted(op_base.FAMILIES) == sorted(FAMILY_NAMES) == sorted(typing.get_args(family)) == ["cnn", "uafno"]
+    assert OperatorsConfig.model_json_schema()["properties"]["family"]["enum"] == ["cnn", "uafno"]
+    with pytest.raises(ValidationError, match="Input should be 'cnn' or 'uafno'"):
+        OperatorsConfig(family="fno")
+    check_names(["uafno", "cnn"])
+    with pytest.raises(RuntimeError, match=r"registered operator families \['cnn', 'fno', 'uafno'\] differ"):
+        check_names(["cnn", "uafno", "fno"])
+    with pytest.raises(RuntimeError, match=r"families \['cnn'\] differ"):
+        check_names(["cnn"])
 
 
 def test_a_family_registers_itself_by_name(monkeypatch):

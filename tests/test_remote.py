@@ -115,9 +115,9 @@ def test_s3_zarr_trajectories_go_straight_to_the_bucket(s3, tmp_path):
     """``storage.trajectories.format: zarr``: chunks are written into the bucket by the actors, never staged."""
     import zarr
 
-    from spinlock.data import OperatorDataset
     from spinlock.distributed.driver import GenerationRun, generate
     from spinlock.storage.checker import check_file
+    from spinlock.storage.reader import OperatorDataset
 
     stage = tmp_path / "stage"
     cfg = tiny_config(**{"distributed.cpu_headroom": 0, "distributed.staging_dir": str(stage),

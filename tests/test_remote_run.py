@@ -22,7 +22,7 @@ from conftest import ROOT, tiny_config
 from moto_s3 import moto_s3_with_ray
 
 from spinlock.cli.main import main
-from spinlock.encoding.tokenizer import META_FILE
+from spinlock.storage.layout import META_FILE
 from spinlock.storage.remote import RemoteStore
 
 pytestmark = pytest.mark.ray
@@ -96,8 +96,8 @@ def test_run_to_s3_writes_every_output_to_the_bucket(s3, completed, tmp_path):
 
 
 def test_info_check_and_readers_on_the_bucket(s3, completed, capsys):
-    from spinlock.data import OperatorDataset, read_operators
-    from spinlock.viz.data import RunData
+    from spinlock.storage.reader import OperatorDataset, read_operators
+    from spinlock.viz.rundata import RunData
 
     assert main(["info", f"s3://{BUCKET}/runs/a", "--check"]) == 0
     assert "format check passed" in capsys.readouterr().out

@@ -18,7 +18,8 @@ from test_rng_extremes import EXTREMES
 
 from spinlock.operators.dynamics import BatchDynamics
 from spinlock.rng import BatchRandom
-from spinlock.rollout.engine import STATUS_DIVERGED, STATUS_FAULT, STATUS_OK, feature_faults
+from spinlock.rollout.engine import feature_faults
+from spinlock.storage.layout import STATUS_DIVERGED, STATUS_FAULT, STATUS_OK
 
 NOISE_TYPES = ("gaussian", "laplace", "correlated", "multiplicative")
 

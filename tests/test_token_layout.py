@@ -12,15 +12,16 @@ import pytest
 import torch
 from synthetic_features import untrained_tokenizer, write_synthetic_run
 
-from spinlock.data import OperatorDataset
 from spinlock.encoding.layout import Position, TokenLayout, read_parquet_layout
 from spinlock.encoding.metrics import codebook_health, token_health
 from spinlock.encoding.model import ModelSpec
 from spinlock.encoding.outputs import write_tokens
-from spinlock.encoding.tokenizer import META_FILE, Tokenizer
+from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.errors import DataError
 from spinlock.storage.checker import check_tokens
-from spinlock.viz.data import RunData
+from spinlock.storage.layout import META_FILE
+from spinlock.storage.reader import OperatorDataset
+from spinlock.viz.rundata import RunData
 
 
 def _spec(sizes: tuple[tuple[int, ...], ...]) -> ModelSpec:

@@ -15,14 +15,14 @@ from faults import failing_train_loop
 from synthetic_features import write_synthetic_run
 
 from spinlock.cli.main import main
-from spinlock.data import OperatorDataset, read_operators
 from spinlock.distributed import train
-from spinlock.distributed.tokenize_stage import METRICS_FILE
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.layout import TokenLayout, read_parquet_layout
 from spinlock.encoding.model import LEVELS
 from spinlock.encoding.schema import FeatureNameMismatch
 from spinlock.encoding.tokenizer import Tokenizer
+from spinlock.storage.layout import METRICS_FILE
+from spinlock.storage.reader import OperatorDataset, read_operators
 
 pytestmark = pytest.mark.ray
 

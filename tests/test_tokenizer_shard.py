@@ -1,12 +1,12 @@
 """The training worker's batch source: one Ray Data pass when the shard fits the cache bound, and the
-same batches whether it was cached or streamed (spinlock.distributed.data.ShardBatches / shuffled)."""
+same batches whether it was cached or streamed (spinlock.distributed.feature_stream.ShardBatches / shuffled)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from spinlock.distributed.data import ShardBatches, shuffled
+from spinlock.distributed.feature_stream import ShardBatches, shuffled
 from spinlock.rng import numpy_rng
 
 

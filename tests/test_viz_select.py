@@ -11,7 +11,7 @@ from synthetic_run import fake_replay, make_run, rollout
 
 from spinlock.errors import DataError, SpinlockError
 from spinlock.viz import select
-from spinlock.viz.data import RunData
+from spinlock.viz.rundata import RunData
 
 
 @pytest.fixture(scope="module")

@@ -71,10 +71,9 @@ def test_zarr_run_equals_hdf5_run(runs):
 
 
 def test_readers_see_zarr_trajectories(runs):
-    from spinlock.data import OperatorDataset, _ReadRows, available_fields
     from spinlock.replay import compare_with_stored, replay_operator
-    from spinlock.storage.reader import describe
-    from spinlock.viz.data import RunData
+    from spinlock.storage.reader import OperatorDataset, _ReadRows, available_fields, describe
+    from spinlock.viz.rundata import RunData
 
     h5, out, ds = runs
     ref = arrays(h5)["trajectories"]
@@ -97,7 +96,7 @@ def test_readers_see_zarr_trajectories(runs):
 
 
 def test_synced_copy_of_a_bucket_reads_its_own_array(runs, tmp_path):
-    from spinlock.data import OperatorDataset
+    from spinlock.storage.reader import OperatorDataset
 
     h5, out, _ = runs
     copy = tmp_path / "synced"

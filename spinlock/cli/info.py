@@ -12,13 +12,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spinlock.storage.checker import check_file
-    from spinlock.storage.reader import describe
-    from spinlock.storage.remote import local_copy
+    from spinlock.storage.reader import dataset_file, describe
 
-    p = local_copy(args.path)  # a URI: fetched to this machine's cache (HDF5 wants a seekable file)
+    p = dataset_file(args.path)  # a URI: fetched to this machine's cache (HDF5 wants a seekable file)
     print(describe(p))
     if args.check:
-        p = p / "dataset.h5" if p.is_dir() else p
         problems = check_file(p)
         if problems:
             print(f"format check FAILED ({len(problems)} problem(s)):")

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from spinlock.errors import DataError
     from spinlock.features.census import CLASSES
     from spinlock.storage.reader import read_census
-    from spinlock.viz.data import RunData
+    from spinlock.viz.rundata import RunData
 
     if args.k < 1:
         raise DataError(f"-k must be >= 1, got {args.k}")

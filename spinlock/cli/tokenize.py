@@ -31,14 +31,15 @@ def run_location(text: str) -> str:
     from pathlib import Path
 
     from spinlock.errors import DataError
+    from spinlock.storage.layout import DATASET_FILE
     from spinlock.storage.remote import RemoteStore, check_location, is_remote
 
     out = check_location(text, "run")
     if is_remote(out):
         store = RemoteStore(out)
         store.ensure_bucket()
-        if not store.exists("dataset.h5"):
-            raise DataError(f"no dataset at {store.url}/dataset.h5 (run `spinlock generate` there first)")
+        if not store.exists(DATASET_FILE):
+            raise DataError(f"no dataset at {store.url}/{DATASET_FILE} (run `spinlock generate` there first)")
         return store.url
     if not Path(out).is_dir():
         raise DataError(f"run directory not found: {out}")
@@ -48,12 +49,13 @@ def run_location(text: str) -> str:
 def run_config_file(out: str) -> str:
     """``OUT/config.yaml`` as a local file (fetched to the node's cache for a URI)."""
     from spinlock.errors import DataError
+    from spinlock.storage.layout import CONFIG_FILE
     from spinlock.storage.remote import RemoteStore, is_remote
 
     if not is_remote(out):
-        return f"{out}/config.yaml"
+        return f"{out}/{CONFIG_FILE}"
     store = RemoteStore(out)
-    local = store.fetch("config.yaml", store.staging(None) / "config.yaml")
+    local = store.fetch(CONFIG_FILE, store.staging(None) / CONFIG_FILE)
     if local is None:
-        raise DataError(f"no {store.url}/config.yaml: pass --config")
+        raise DataError(f"no {store.url}/{CONFIG_FILE}: pass --config")
     return str(local)

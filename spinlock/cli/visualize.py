@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from spinlock.errors import SpinlockError
 
 if TYPE_CHECKING:  # the viz stack (matplotlib, sklearn) is imported only when the command runs
-    from spinlock.viz.data import RunData
+    from spinlock.viz.rundata import RunData
     from spinlock.viz.select import Group
 
 PLOTS = ("rollouts", "features", "tokenizer")
@@ -83,8 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spinlock.storage.remote import check_location, require_local
-    from spinlock.viz.data import RunData
     from spinlock.viz.render import RenderOptions, render_group
+    from spinlock.viz.rundata import RunData
     from spinlock.viz.video import parse_formats
 
     require_local(args.out, "--out")
@@ -126,9 +126,10 @@ def run(args: argparse.Namespace) -> int:
     if "tokenizer" in plots:
         written += _tokenizer_plots(run_data, out, args.mode, args.cmap, seed)
     if args.report:
+        from spinlock.storage.layout import REPORT_DIR
         from spinlock.viz.report import write_report
 
-        written.append(write_report(run_data.out_dir, out / "report", seed=seed) / "index.html")
+        written.append(write_report(run_data.out_dir, out / REPORT_DIR, seed=seed) / "index.html")
     frames = {p for p in written if p.parent.name.endswith("-frames")}
     for p in written:
         if p not in frames:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from spinlock.config.strict import Strict
 
 
-class DistributedConfig(BaseModel):
+class DistributedConfig(Strict):
     """Actor pool of the generation stage (docs/distributed.md explains sizing and autoscaling)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     gpus_per_actor: Literal["auto"] | float = "auto"
     """GPUs each generation actor requests, in [0, 1]: `0` runs CPU actors; `1` one actor per GPU; a

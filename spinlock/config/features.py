@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from spinlock.config.strict import Strict
 
 SummaryCategory = Literal[
     "spatial", "spectral", "cross", "morphology", "dynamics", "causality", "invariants", "sensitivity", "spread"
@@ -20,11 +22,7 @@ SummaryCategory = Literal[
 SUMMARY_CATEGORIES: tuple[str, ...] = get_args(SummaryCategory)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SensitivityConfig(_Strict):
+class SensitivityConfig(Strict):
     """Finite-difference probes of the deterministic operator f (``LiveOperator.apply``)."""
 
     probes: int = Field(4, ge=2, le=4096)
@@ -58,7 +56,7 @@ class SensitivityConfig(_Strict):
         return self
 
 
-class FeaturesConfig(_Strict):
+class FeaturesConfig(Strict):
     """The ``features:`` section: which SUMMARY categories to compute and how often to sample."""
 
     categories: tuple[SummaryCategory, ...] = Field(SUMMARY_CATEGORIES, min_length=1)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from spinlock.config.strict import Strict
 
 
-class ICEntry(BaseModel):
+class ICEntry(Strict):
     """One IC variant: a registered type, its parameters (validated by the type's model) and a weight."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str
     """A registered IC type (see docs/initial-conditions.md)."""
@@ -39,9 +39,7 @@ class ICEntry(BaseModel):
         return self
 
 
-class InitialConditionsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class InitialConditionsConfig(Strict):
     mix: list[ICEntry] = Field(default_factory=lambda: [ICEntry(type="gaussian_random_field")], min_length=1)
     """IC entries; each operator gets one, chosen by weight along a stratified Sobol dimension."""
 

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from spinlock.config.distributed import DistributedConfig
 from spinlock.config.features import FeaturesConfig
 from spinlock.config.ics import InitialConditionsConfig
 from spinlock.config.parameters import ParameterSpec
+from spinlock.config.strict import Strict
 from spinlock.config.tokenizer import TokenizerConfig
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from spinlock.operators.names import FAMILY_NAMES
 
 
 class SamplingConfig(Strict):
@@ -29,7 +27,7 @@ class SamplingConfig(Strict):
 
 
 class OperatorsConfig(Strict):
-    family: Literal["cnn", "uafno"] = "cnn"
+    family: Literal[FAMILY_NAMES] = "cnn"
     """Operator family; it fixes which keys ``parameters`` must contain."""
 
 

@@ -10,12 +10,12 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from spinlock.config.strict import Strict
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Spec(Strict):
     @property
     def is_fixed(self) -> bool:
         raise NotImplementedError

@@ -1,21 +1,19 @@
 """Tokenizer section (owned by spinlock.encoding): cleaning, category discovery, VQ-VAE, training.
 
 docs/tokenizer.md explains each stage; every field below is read by ``spinlock.encoding`` or by the
-Ray edges in ``spinlock.distributed.data`` / ``.train`` / ``.tokenize_stage``.
+Ray edges in ``spinlock.distributed.feature_stream`` / ``.train`` / ``.tokenize_stage``.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from spinlock.config.strict import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CleaningConfig(_Strict):
+class CleaningConfig(Strict):
     """Streaming cleaning transform, fitted on the training split only."""
 
     max_nonfinite_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -33,7 +31,7 @@ class CleaningConfig(_Strict):
     medians and clipping quantiles are computed; bounds the cleaner's memory."""
 
 
-class CategoryConfig(_Strict):
+class CategoryConfig(Strict):
     """Hierarchical clustering of features into categories (one encoder each)."""
 
     min_categories: int = Field(8, ge=1)
@@ -50,7 +48,7 @@ class CategoryConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Hierarchical VQ-VAE architecture."""
 
     latent_dim: int = Field(32, ge=2, le=1024)
@@ -86,7 +84,7 @@ class ModelConfig(_Strict):
     """Weight of the coarse (8 x 8) initial-condition reconstruction loss."""
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(Strict):
     """Ray Train settings of the VQ-VAE fit."""
 
     epochs: int = Field(40, ge=1, le=100_000)
@@ -123,7 +121,7 @@ class TrainingConfig(_Strict):
     """Worker-group restarts Ray Train may attempt (from the latest epoch checkpoint); -1 unlimited."""
 
 
-class TokenizerConfig(_Strict):
+class TokenizerConfig(Strict):
     """The ``tokenizer:`` section of a run config."""
 
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)

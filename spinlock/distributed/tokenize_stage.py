@@ -1,7 +1,7 @@
 """The ``spinlock tokenize`` and ``spinlock encode`` stages on Ray: :func:`tokenize_run`, :func:`encode_run`.
 
 :func:`tokenize_run` is the whole stage: split → streaming cleaning fit (Ray Data,
-:mod:`spinlock.distributed.data`) → category discovery → model plan (:mod:`spinlock.encoding.plan`)
+:mod:`spinlock.distributed.feature_stream`) → category discovery → model plan (:mod:`spinlock.encoding.plan`)
 → Ray Train fit (:func:`spinlock.distributed.train.fit_vqvae`) → tokenizer directory → tokens for every
 operator. :class:`RunOutput` says where a run is read and written: a local folder or an object-store URI.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import ray
 
 from spinlock.config.tokenizer import TokenizerConfig
-from spinlock.distributed.data import encode_dataset, fit_cleaner, prepare_splits, read_features
+from spinlock.distributed.feature_stream import encode_dataset, fit_cleaner, prepare_splits, read_features
 from spinlock.distributed.train import fit_vqvae, resolve_use_gpu
 from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
@@ -34,10 +34,9 @@ from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 from spinlock.logs import quiet_ray_data
+from spinlock.storage.layout import DATASET_FILE, METRICS_FILE, SUMMARY_FILE, TOKENIZER_DIR, TOKENS_FILE
 from spinlock.storage.remote import RemoteStore, is_remote
 
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 _stage_log = logging.getLogger("spinlock.tokenize")  # the stage's lines (the CLI shows them; -q hides them)
 
 
@@ -84,7 +83,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     quiet_ray_data()
     run = RunOutput(out_dir, staging_dir)
     out = run.local
-    tok_dir = out / "tokenizer"
+    tok_dir = out / TOKENIZER_DIR
     tok_dir.mkdir(parents=True, exist_ok=True)
     fit_hash = tokenizer_hash(cfg, seed, config_hash)
     h5_path = run.dataset()
@@ -156,8 +155,8 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
             f" operator: {', '.join(health['constant_positions'][:8])}")
     (tok_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     run.publish(tokenizer=True)
-    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/dataset.h5 and"
-        f" {run.where}/tokens.parquet")
+    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/{DATASET_FILE} and"
+        f" {run.where}/{TOKENS_FILE}")
     return summary
 
 
@@ -187,8 +186,8 @@ def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
                                               1.0 if resolve_use_gpu("auto", actors) else 0.0)
     write_tokens(run.local, index, tokens, tokenizer.layout, embedding)
     run.publish(tokenizer=False)
-    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/dataset.h5 and"
-        f" {run.where}/tokens.parquet")
+    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/{DATASET_FILE} and"
+        f" {run.where}/{TOKENS_FILE}")
     return tokens
 
 
@@ -210,13 +209,13 @@ class RunOutput:
         else:
             self.local = Path(out_dir).resolve()
             self.where = str(self.local)
-        self.ic_source = f"{self.where}/dataset.h5"
+        self.ic_source = f"{self.where}/{DATASET_FILE}"
 
     def dataset(self) -> Path:
         """The local ``dataset.h5`` (fetched from the bucket for a URI)."""
-        path = self.local / "dataset.h5"
+        path = self.local / DATASET_FILE
         if self.store is not None:
-            if self.store.fetch("dataset.h5", path) is None:
+            if self.store.fetch(DATASET_FILE, path) is None:
                 raise DataError(f"{self.ic_source} not found (run `spinlock generate` first)")
             # the copy is about to get /tokens: until publish() it no longer stands for the bucket's object
             path.with_name(path.name + ".remote").unlink()
@@ -228,8 +227,8 @@ class RunOutput:
         """Ray Train's ``(storage_path, storage_filesystem)``: the bucket for a URI, so a killed trainer or
         driver resumes from the checkpoints there on any machine."""
         if self.store is None:
-            return str(self.local / "tokenizer" / "ray"), None
-        return self.store.key("tokenizer/ray"), self.store.arrow_filesystem()
+            return str(self.local / TOKENIZER_DIR / "ray"), None
+        return self.store.key(f"{TOKENIZER_DIR}/ray"), self.store.arrow_filesystem()
 
     def publish(self, tokenizer: bool) -> None:
         """Upload the stage's outputs for a URI: the tokenizer folder, ``tokens.parquet``, then
@@ -237,9 +236,9 @@ class RunOutput:
         if self.store is None:
             return
         if tokenizer:
-            self.store.upload_dir(self.local / "tokenizer", "tokenizer")
-        self.store.upload(self.local / "tokens.parquet", "tokens.parquet")
-        self.store.publish(self.local / "dataset.h5", "dataset.h5")
+            self.store.upload_dir(self.local / TOKENIZER_DIR, TOKENIZER_DIR)
+        self.store.upload(self.local / TOKENS_FILE, TOKENS_FILE)
+        self.store.publish(self.local / DATASET_FILE, DATASET_FILE)
 
 
 def _fmt(values: list[float]) -> str:

@@ -6,7 +6,7 @@ the latest checkpoint (``ray.train.get_checkpoint``) when Ray Train restarts the
 failure, wraps the model in DDP (``prepare_model``; the quantizers all-reduce their EMA codebook
 statistics and k-means initialisation themselves, ``sync_codebook``), feeds it its shard of the
 training Dataset (read through Ray Data once when it fits ``training.cache_mb``, see
-:class:`~spinlock.distributed.data.ShardBatches`), and reports metrics with a checkpoint from rank 0
+:class:`~spinlock.distributed.feature_stream.ShardBatches`), and reports metrics with a checkpoint from rank 0
 once ``training.checkpoint_seconds`` have passed and after the last epoch (``ray.train.report`` is a
 barrier every rank calls, and Ray Train takes one report per ~2 s poll, longer than a small epoch).
 The stage around it is :mod:`spinlock.distributed.tokenize_stage`.
@@ -31,7 +31,7 @@ from ray.train.torch import TorchTrainer
 
 from spinlock.config.tokenizer import TokenizerConfig
 from spinlock.distributed.cluster import cluster_capacity
-from spinlock.distributed.data import ShardBatches, shuffled
+from spinlock.distributed.feature_stream import ShardBatches, shuffled
 from spinlock.encoding.model import ModelSpec
 from spinlock.encoding.training import TrainSettings, TrainState, build_model, epoch_line, flat_metrics, train_model
 from spinlock.errors import DataError, SpinlockError

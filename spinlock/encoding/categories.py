@@ -25,7 +25,10 @@ from spinlock.errors import DataError
 
 
 @dataclass(frozen=True)
-class Category:
+class DiscoveredCategory:
+    """A category of features found by clustering (:class:`CategoryDiscovery`); it feeds one token stream
+    (several for a wide category)."""
+
     name: str
     features: tuple[str, ...]
     """Member feature names (cleaned column names), in column order."""
@@ -88,14 +91,14 @@ class CategoryDiscovery:
         return self
 
     @property
-    def categories_(self) -> list[Category]:
+    def categories_(self) -> list[DiscoveredCategory]:
         """The categories, each named ``cNN_<majority family>``."""
         out = []
         for c in range(self.n_categories_):
             cols = tuple(int(j) for j in np.flatnonzero(self.labels_ == c))
             feats = tuple(self.names_[j] for j in cols)
             family = Counter(f.split(".", 1)[0] for f in feats).most_common(1)[0][0]
-            out.append(Category(f"c{c:02d}_{family}", feats, cols))
+            out.append(DiscoveredCategory(f"c{c:02d}_{family}", feats, cols))
         return out
 
     def to_json(self) -> dict:

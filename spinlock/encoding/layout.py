@@ -26,6 +26,7 @@ import numpy as np
 
 from spinlock.encoding.model import LEVELS, ModelSpec
 from spinlock.errors import DataError
+from spinlock.storage.layout import TOKENS_FILE
 
 ATTRS = ("names", "stream", "level", "codebook_size")
 """The ``/tokens`` attributes that describe the layout, one entry per column."""
@@ -160,7 +161,7 @@ class TokenLayout:
         return layout
 
 
-def read_parquet_layout(schema, source: str = "tokens.parquet") -> TokenLayout:
+def read_parquet_layout(schema, source: str = TOKENS_FILE) -> TokenLayout:
     """The layout of a ``tokens.parquet`` table from its ``spinlock`` schema metadata (a ``pyarrow.Schema``),
     checked against its columns (``operator_index``, then one per position)."""
     import json

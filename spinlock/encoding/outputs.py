@@ -27,6 +27,7 @@ from spinlock.encoding.model import IC_EMBEDDING_DIM
 from spinlock.errors import DataError
 from spinlock.storage import dims
 from spinlock.storage.durable import durable_replace
+from spinlock.storage.layout import DATASET_FILE, TOKENS_FILE
 
 LEARNED_NAMES = [f"learned_{i:02d}" for i in range(IC_EMBEDDING_DIM)]
 
@@ -63,7 +64,7 @@ def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.nda
     """Store ``tokens`` [N, positions] (and ``embedding`` [N, 28]) for ``operator_index`` [N] under ``out_dir``."""
     out = Path(out_dir)
     layout.check(tokens, "tokens to write")
-    h5_path = out / "dataset.h5"
+    h5_path = out / DATASET_FILE
     with h5py.File(h5_path, "a") as f:
         if "operators/index" not in f:
             raise DataError(f"{h5_path}: missing /operators/index")
@@ -81,6 +82,6 @@ def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.nda
         cols[name] = pa.array(tokens[order, j].astype(np.int32))
     meta = {"positions": [p.to_json() for p in layout.positions]}
     table = pa.table(cols).replace_schema_metadata({b"spinlock": json.dumps(meta).encode()})
-    tmp = out / "tokens.parquet.tmp"
+    tmp = out / f"{TOKENS_FILE}.tmp"
     pq.write_table(table, tmp)
-    durable_replace(tmp, out / "tokens.parquet")
+    durable_replace(tmp, out / TOKENS_FILE)

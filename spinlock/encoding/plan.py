@@ -22,14 +22,14 @@ from spinlock.encoding.model import (
     scale_codebook_sizes,
     stream_names,
 )
-from spinlock.encoding.schema import SCALAR_FAMILIES
 from spinlock.encoding.training import TrainSettings
+from spinlock.storage.layout import SCALAR_FAMILIES
 
 if TYPE_CHECKING:  # only its name and columns are read; the module imports SciPy and scikit-learn
-    from spinlock.encoding.categories import Category
+    from spinlock.encoding.categories import DiscoveredCategory
 
 
-def plan_model(m: ModelConfig, categories: Sequence[Category], sample: np.ndarray, *, temporal_features: int,
+def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample: np.ndarray, *, temporal_features: int,
                temporal_length: int, ic_channels: int, ic_resolution: int) -> tuple[ModelSpec, dict]:
     """The model spec of a fit, with codebook sizes scaled to the data, and the numbers behind them.
 

@@ -20,10 +20,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from spinlock.errors import DataError
+from spinlock.storage.layout import FEATURE_TABLE_GLOB, SCALAR_FAMILIES, TEMPORAL_FAMILY
 
-SCALAR_FAMILIES = ("initial", "architecture", "summary")
-"""Scalar feature families, in column order."""
-TEMPORAL_FAMILY = "temporal"
 META_KEY = b"spinlock"
 
 
@@ -138,15 +136,16 @@ class FeatureSchema:
 
     @classmethod
     def from_parquet_dir(cls, directory: str | Path) -> tuple[FeatureSchema, list[Path]]:
-        """Schema shared by every ``shard-*.parquet`` under ``directory`` (refuses a mix) and the files."""
-        files = sorted(Path(directory).glob("shard-*.parquet"))
+        """Schema shared by every feature table (``shard-*.parquet``) under ``directory`` (refuses a mix) and
+        the files."""
+        files = sorted(Path(directory).glob(FEATURE_TABLE_GLOB))
         return cls.from_parquet_files(files, str(directory)), files
 
     @classmethod
     def from_parquet_files(cls, files: list, where: str, filesystem=None) -> FeatureSchema:
         """Schema shared by ``files`` (paths on ``filesystem``, a pyarrow filesystem; default local)."""
         if not files:
-            raise DataError(f"no feature tables (shard-*.parquet) under {where}")
+            raise DataError(f"no feature tables ({FEATURE_TABLE_GLOB}) under {where}")
         first = cls.from_arrow(pq.read_schema(files[0], filesystem=filesystem), str(files[0]))
         for f in files[1:]:
             other = cls.from_arrow(pq.read_schema(f, filesystem=filesystem), str(f))

@@ -39,6 +39,7 @@ from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS
 from spinlock.encoding.schema import FeatureBatch, FeatureSchema
 from spinlock.errors import DataError
+from spinlock.storage.layout import FEATURES_DIR
 
 if TYPE_CHECKING:
     from spinlock.encoding.tokenizer import Tokenizer
@@ -193,17 +194,18 @@ def nearest(distances: np.ndarray, k: int, exclude: np.ndarray | list[int] | Non
 def read_feature_batch(run_dir: str | Path, schema: FeatureSchema, operators: np.ndarray | None = None) -> FeatureBatch:
     """Rows of ``run_dir/features/shard-*.parquet`` (all, or those of global ``operators`` in that order) as
     a :class:`FeatureBatch` of ``schema``'s columns."""
-    _, files = FeatureSchema.from_parquet_dir(Path(run_dir) / "features")
+    tables = Path(run_dir) / FEATURES_DIR
+    _, files = FeatureSchema.from_parquet_dir(tables)
     cols = ["operator_index", "status", *schema.scalar, *schema.temporal_columns]
     flt = None if operators is None else pc.field("operator_index").isin(np.asarray(operators, np.int64).tolist())
     table = pa.concat_tables([pq.read_table(f, columns=cols, filters=flt) for f in files])
-    batch = schema.batch_from_arrow(table, str(Path(run_dir) / "features"))
+    batch = schema.batch_from_arrow(table, str(tables))
     if operators is None:
         return batch
     pos = {int(g): r for r, g in enumerate(batch.operator_index)}
     missing = [int(i) for i in operators if int(i) not in pos]
     if missing:
-        raise DataError(f"operator(s) {missing[:8]} not in {Path(run_dir) / 'features'}")
+        raise DataError(f"operator(s) {missing[:8]} not in {tables}")
     return batch.select(np.array([pos[int(i)] for i in operators], np.int64))
 
 
@@ -211,12 +213,13 @@ def encode_operators(tokenizer: Tokenizer, run_dir: str | Path, operators: np.nd
     """Tokens [len(operators), positions] of operators of any run (its features and, for a tokenizer with
     an IC branch, its stored initial conditions), encoded in-process with a trained ``tokenizer``."""
     from spinlock.encoding.icfields import ICReader
+    from spinlock.storage.reader import dataset_file
 
     ops = np.asarray(operators, np.int64)
     batch = read_feature_batch(run_dir, tokenizer.cleaner.schema, ops)
     ic = None
     if tokenizer.spec.ic_channels:
-        reader = ICReader(Path(run_dir) / "dataset.h5")
+        reader = ICReader(dataset_file(run_dir))
         try:
             if tuple(reader.shape) != tokenizer.ic_shape:
                 raise DataError(f"{run_dir}: initial conditions are {tuple(reader.shape)}, the tokenizer expects"

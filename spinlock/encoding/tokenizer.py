@@ -33,10 +33,9 @@ from spinlock.encoding.model import LEVELS, HierarchicalVQVAE, ModelSpec
 from spinlock.encoding.schema import META_KEY, FeatureBatch, FeatureSchema
 from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
+from spinlock.storage.layout import CATEGORIES_FILE, CLEANING_FILE, META_FILE, MODEL_FILE
 
 TOKENIZER_FORMAT = 3  # 2: token streams, output heads read the latents too; 3: token layout (informative only)
-META_FILE, CLEANING_FILE, CATEGORIES_FILE, MODEL_FILE = (
-    "tokenizer.json", "cleaning.npz", "categories.json", "model.pt")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from spinlock.features.architecture import extract_architecture
 from spinlock.features.block import FeatureBlock
 from spinlock.features.initial import extract_initial
 from spinlock.features.observer import FeatureObserver
+from spinlock.storage.layout import FEATURE_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def run_operators(cfg: RunConfig, indices: Sequence[int], device: torch.device |
     idx = np.asarray(list(indices), dtype=np.int64)
     sampled = sample(cfg, idx)
     b = cfg.simulation.batch_operators
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("initial", "architecture", "summary", "temporal")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_FAMILIES}
     names: dict[str, tuple[str, ...]] = {}
     status = []
     for s in range(0, len(idx), b):

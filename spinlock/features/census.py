@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinlock.rollout.engine import STATUS_DIVERGED, STATUS_FAULT, STATUS_OK
+from spinlock.storage.layout import STATUS_DIVERGED, STATUS_FAULT, STATUS_OK
 
 COLLAPSE_LOG_RATIO = -1.5
 """collapsed: log10 σ_late - max(0, log10 max|x|_late) ≤ this, i.e. the spatial std is at most 3 % (30 dB of

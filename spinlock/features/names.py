@@ -37,7 +37,9 @@ class Stat:
 
 
 @dataclass(frozen=True)
-class Category:
+class StatCategory:
+    """A switchable SUMMARY category (``features.categories``): its per-step statistics and pools."""
+
     name: str
     doc: str
     stats: tuple[Stat, ...]
@@ -62,7 +64,7 @@ POOL_DOCS = {
     "maxdev": "maximum absolute deviation from the value at step 0",
 }
 
-SPATIAL = Category(
+SPATIAL = StatCategory(
     "spatial",
     "Single-field statistics of x (per channel, then channel mean). z = (x - μ)/σ is the standardised "
     "field (σ regularised by 1e-6·RMS so a constant field gives z = 0); differences are periodic.",
@@ -91,7 +93,7 @@ SPATIAL = Category(
     POOLS,
 )
 
-SPECTRAL = Category(
+SPECTRAL = StatCategory(
     "spectral",
     "Isotropic power spectrum of z: shell sums S(k) over integer shells k = round(|k⃗|) (k⃗ in cycles "
     "per domain), k_nyq = N//2, DC excluded. A zero field gives bands/centroid/peak/entropy 0, flatness 1.",
@@ -110,7 +112,7 @@ SPECTRAL = Category(
     POOLS,
 )
 
-CROSS = Category(
+CROSS = StatCategory(
     "cross",
     "Cross-channel structure at one step (NaN for C = 1). ρ_ab = spatial correlation of channels a, b.",
     (
@@ -123,7 +125,7 @@ CROSS = Category(
     POOLS,
 )
 
-MORPHOLOGY = Category(
+MORPHOLOGY = StatCategory(
     "morphology",
     "Connected components (4-connectivity, periodic wrap) of {z > θ} ('pos') and {z < -θ} ('neg'), "
     "θ = features.morphology_threshold; labelled on the CPU with scipy.ndimage.",
@@ -160,7 +162,7 @@ SERIES_DOCS = {
     "mean": "spatial and channel mean of the state",
 }
 
-DYNAMICS = Category(
+DYNAMICS = StatCategory(
     "dynamics",
     "Trajectory dynamics per realization (then realization mean). Series features use the scalar history "
     "(energy = ln RMS of the state, mean = its spatial-channel mean) at steps 0..T, detrended; they are "
@@ -187,7 +189,7 @@ DYNAMICS = Category(
     ),
 )
 
-CAUSALITY = Category(
+CAUSALITY = StatCategory(
     "causality",
     "Directional coupling between channels and time-irreversibility. L_ab = spatial correlation of "
     "z_a(t-1) and z_b(t); pair statistics NaN for C = 1.",
@@ -218,7 +220,7 @@ for _s in (1, 2, 4):
         Stat(f"entropy_s{_s}", f"16-bin histogram entropy of the standardised {_s}×{_s} block-averaged field",
              "field", _t),
     ]
-INVARIANTS = Category(
+INVARIANTS = StatCategory(
     "invariants",
     "Drift of would-be invariants — L2 and L∞ norms, gradient energy (enstrophy) and histogram entropy — at "
     "spatial scales 1, 2 and 4 (block averages), sampled at step 0 and the field steps. Norm drifts are "
@@ -227,7 +229,7 @@ INVARIANTS = Category(
     DRIFT_POOLS,
 )
 
-SENSITIVITY = Category(
+SENSITIVITY = StatCategory(
     "sensitivity",
     "Finite-difference probes of the deterministic operator f on realization 0 at n = "
     "features.sensitivity.probes steps ⌊i·T/(n − 1)⌋, i = 0..n−1, spread over the run, direction δ a "
@@ -243,7 +245,7 @@ SENSITIVITY = Category(
     POOLS,
 )
 
-SPREAD = Category(
+SPREAD = StatCategory(
     "spread",
     "Spread across realizations (NaN for M = 1). The '.std' columns are the sample standard deviation "
     "over realizations of the per-realization time mean of a per-step statistic.",
@@ -254,7 +256,7 @@ SPREAD = Category(
     ),
 )
 
-CATEGORIES: dict[str, Category] = {
+CATEGORIES: dict[str, StatCategory] = {
     c.name: c
     for c in (SPATIAL, SPECTRAL, CROSS, MORPHOLOGY, DYNAMICS, CAUSALITY, INVARIANTS, SENSITIVITY, SPREAD)
 }
@@ -283,7 +285,7 @@ EXTRA_DERIVED = (
 )
 
 
-def enabled(fc: FeaturesConfig) -> list[Category]:
+def enabled(fc: FeaturesConfig) -> list[StatCategory]:
     """Enabled categories in registry order (the config's order does not change the columns)."""
     return [c for name, c in CATEGORIES.items() if name in fc.categories]
 

@@ -12,15 +12,16 @@ import math
 from typing import Annotated, Any
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
+from spinlock.config.strict import Strict
 from spinlock.rng import BatchRandom
 
 
-class ICParams(BaseModel):
+class ICParams(Strict):
     """Base of every IC parameter model: frozen, unknown keys forbidden, attribute docstrings as docs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(use_attribute_docstrings=True)  # merged with Strict's
 
 
 def _ordered(v: tuple[Any, Any]) -> tuple[Any, Any]:

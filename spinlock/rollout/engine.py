@@ -30,11 +30,7 @@ from spinlock.errors import SpinlockError
 from spinlock.operators.dynamics import BatchDynamics
 from spinlock.operators.registry import OperatorFamily
 from spinlock.rollout.observer import Observer
-
-STATUS_OK = 0
-STATUS_DIVERGED = 1
-STATUS_FAULT = 2  # a non-finite value the dynamics did not cause (noise, IC or feature): a bug, not behaviour
-STATUS_NAMES = {STATUS_OK: "ok", STATUS_DIVERGED: "diverged", STATUS_FAULT: "fault"}
+from spinlock.storage.layout import STATUS_DIVERGED, STATUS_FAULT, STATUS_OK
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,9 @@
-"""Paths and codecs shared by the writer, merge and reader (docs/dataset-format.md is the spec)."""
+"""The run folder's names, the format's codes and codecs: one home for what writers and readers share.
+
+docs/dataset-format.md is the spec. Every file and folder name of ``OUT/``, the ``/status`` codes and
+the feature-family tuples are defined here and imported everywhere else; this module imports nothing
+from spinlock at run time, so any layer may use it.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,42 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spinlock.config.models import RunConfig
 
-SHARDS_DIR = "shards"
-FEATURES_DIR = "features"
+# ---- OUT/ ---------------------------------------------------------------------------------------
 DATASET_FILE = "dataset.h5"
 CONFIG_FILE = "config.yaml"
-FEATURE_FAMILIES = ("initial", "architecture", "summary", "temporal")
+SHARDS_DIR = "shards"
+"""One HDF5 file per shard (:func:`shard_name`)."""
+FEATURES_DIR = "features"
+"""One Parquet feature table per shard (:func:`parquet_path`)."""
+FEATURE_TABLE_GLOB = "shard-*.parquet"
+"""Matches every feature table name in :data:`FEATURES_DIR`."""
 TRAJECTORIES_ZARR = "trajectories.zarr"  # storage.trajectories.format: zarr
+TOKENS_FILE = "tokens.parquet"
+TOKENIZER_DIR = "tokenizer"
+REPORT_DIR = "report"
+
+# ---- OUT/tokenizer/ (spinlock.encoding.tokenizer writes the first four, the tokenize stage the rest) --
+META_FILE = "tokenizer.json"
+CLEANING_FILE = "cleaning.npz"
+CATEGORIES_FILE = "categories.json"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+# ---- inside the files --------------------------------------------------------------------------------
+STATUS_OK = 0
+STATUS_DIVERGED = 1
+STATUS_FAULT = 2  # a non-finite value the dynamics did not cause (noise, IC or feature): a bug, not behaviour
+STATUS_NAMES = {STATUS_OK: "ok", STATUS_DIVERGED: "diverged", STATUS_FAULT: "fault"}
+"""``/status`` codes (set by :mod:`spinlock.rollout.engine`) and their names."""
+SCALAR_FAMILIES = ("initial", "architecture", "summary")
+"""Feature families of one [D] vector per operator, in column order."""
+TEMPORAL_FAMILY = "temporal"
+"""The family of [T', D] curves per operator."""
+FEATURE_FAMILIES = (*SCALAR_FAMILIES, TEMPORAL_FAMILY)
+"""The families generation stores (``/features/<family>``)."""
+LEARNED_FAMILY = "initial_learned"
+"""``/features/initial_learned``: written by the tokenizer stage, not by generation."""
 
 # per-operator datasets: path -> (row axis is always 0). Large ones are chunked + compressed.
 LARGE = ("ics/fields", "trajectories")

@@ -22,9 +22,8 @@ import yaml
 
 from spinlock.features.census import NAMES as CENSUS_NAMES
 from spinlock.storage.durable import durable_replace
+from spinlock.storage.layout import SCALAR_FAMILIES
 from spinlock.storage.reader import read_census
-
-FLAT_FAMILIES = ("initial", "architecture", "summary")
 
 
 def _label(value: Any) -> str:
@@ -62,7 +61,7 @@ def export_parquet(shard_file: Path, out_file: Path) -> Path:
         cols["ic_type"] = pa.array([s.decode() if isinstance(s, bytes) else s for s in f["ics/type"][()]])
         cols["census"] = pa.array([CENSUS_NAMES[c] for c in read_census(f)[0]], pa.string())
         cols.update(parameter_columns(f))
-        for fam in FLAT_FAMILIES:
+        for fam in SCALAR_FAMILIES:
             ds = f[f"features/{fam}"]
             names[fam] = [str(x) for x in ds.attrs["names"]]
             vals = ds[()]

@@ -23,11 +23,12 @@ import tempfile
 from pathlib import Path
 
 from spinlock.errors import SpinlockError
+from spinlock.storage.layout import CONFIG_FILE, DATASET_FILE, TOKENIZER_DIR, TOKENS_FILE
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
 INSTALL_HINT = {"s3": "pip install 'spinlock[s3]' (s3fs)", "gs": "pip install 'spinlock[gcs]' (gcsfs)",
                 "gcs": "pip install 'spinlock[gcs]' (gcsfs)", "az": "pip install adlfs", "abfs": "pip install adlfs"}
-RUN_FILES = ("config.yaml", "dataset.h5", "tokens.parquet")
+RUN_FILES = (CONFIG_FILE, DATASET_FILE, TOKENS_FILE)
 """The files of a run a reading verb mirrors (with ``tokenizer/``): never the shards or the feature tables."""
 
 
@@ -143,7 +144,7 @@ class RemoteStore:
         """The run's files a reading verb needs (:data:`RUN_FILES`, ``tokenizer/``) cached under ``local``."""
         for name in RUN_FILES:
             self.fetch(name, local / name)
-        self.fetch_tree("tokenizer", local / "tokenizer")
+        self.fetch_tree(TOKENIZER_DIR, local / TOKENIZER_DIR)
         return local
 
     def fetch_tree(self, rel: str, local: Path) -> Path:
@@ -216,7 +217,7 @@ def local_copy(path: str | os.PathLike[str], staging_dir: str | None = None) -> 
     store = RemoteStore(text)
     store.ensure_bucket()
     local = store.mirror_run(store.staging(staging_dir))
-    if not (local / "dataset.h5").is_file():
-        raise SpinlockError(f"no dataset at {store.url}/dataset.h5 (run `spinlock generate` or `run` first)")
+    if not (local / DATASET_FILE).is_file():
+        raise SpinlockError(f"no dataset at {store.url}/{DATASET_FILE} (run `spinlock generate` or `run` first)")
     return local
 

@@ -8,7 +8,7 @@ Array level (no dataset needed):
 * :mod:`~spinlock.viz.video` — GIF / MP4 / PNG frames / PNG grid writers
 * :mod:`~spinlock.viz.aggregate` — realization mean, variance, radially averaged power spectra
 
-Run level (``OUT/`` of ``spinlock run``): :mod:`~spinlock.viz.data` (read-only view),
+Run level (``OUT/`` of ``spinlock run``): :mod:`~spinlock.viz.rundata` (read-only view),
 :mod:`~spinlock.viz.select` (which operators), :mod:`~spinlock.viz.render` (clips of a selection),
 :mod:`~spinlock.viz.feature_plots`, :mod:`~spinlock.viz.tokenizer_plots` and
 :func:`spinlock.viz.report.write_report` (``OUT/report/``). Submodules are imported on use so that

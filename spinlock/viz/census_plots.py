@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 from spinlock.features.census import CLASSES, CODE, NAMES
 from spinlock.rng import numpy_rng
 from spinlock.viz.colors import FIELD_CMAP, apply_colormap, channels_to_rgb, robust_limits
-from spinlock.viz.data import RunData
+from spinlock.viz.rundata import RunData
 
 CLASS_COLORS = {
     "fault": "#000000",

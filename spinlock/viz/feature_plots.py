@@ -19,7 +19,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 
-from spinlock.viz.data import Category
+from spinlock.viz.rundata import CategoryMembers
 
 
 def _figure(w: float, h: float) -> Figure:
@@ -99,7 +99,8 @@ def spearman(values: np.ndarray) -> np.ndarray:
     return np.clip(c, -1.0, 1.0)
 
 
-def match_categories(categories: Sequence[Category], names: Sequence[str]) -> tuple[list[int], list[tuple[str, int]]]:
+def match_categories(categories: Sequence[CategoryMembers],
+                     names: Sequence[str]) -> tuple[list[int], list[tuple[str, int]]]:
     """Column order and ``(category, size)`` blocks for ``names`` grouped by ``categories``.
 
     A category feature matches a column by its full name, or with a ``family.`` / ``family/`` prefix
@@ -144,7 +145,7 @@ def cluster_order(corr: np.ndarray) -> list[int]:
 
 
 def plot_correlation(
-    values: np.ndarray, names: Sequence[str], categories: Sequence[Category] | None, title: str
+    values: np.ndarray, names: Sequence[str], categories: Sequence[CategoryMembers] | None, title: str
 ) -> Figure:
     """Spearman correlation heatmap of ``values`` [N, D]; blocks of ``categories`` outlined and named
     when given (tokenizer categories), otherwise columns in hierarchical-clustering order."""

@@ -11,14 +11,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from spinlock.config.strict import Strict
 from spinlock.errors import SpinlockError
 from spinlock.viz.aggregate import aggregate_panels, plot_aggregate
 from spinlock.viz.canvas import ClipCanvas, default_ncols
 from spinlock.viz.colors import FIELD_CMAP, colormap_lut
-from spinlock.viz.data import RunData
 from spinlock.viz.frames import RenderMode, render_panels, shown_channels
+from spinlock.viz.rundata import RunData
 from spinlock.viz.select import Group
 from spinlock.viz.video import (
     VideoFormat,
@@ -34,10 +35,8 @@ MIN_PANEL_PX = 128
 """Automatic ``scale`` makes every panel at least this many pixels wide."""
 
 
-class RenderOptions(BaseModel):
+class RenderOptions(Strict):
     """How rollouts are rendered (the ``spinlock visualize`` rendering flags)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: RenderMode = "heatmap"
     cmap: str = FIELD_CMAP

@@ -23,17 +23,17 @@ from matplotlib.figure import Figure
 from spinlock import __version__
 from spinlock.errors import SpinlockError
 from spinlock.features import census
+from spinlock.storage.layout import REPORT_DIR, SCALAR_FAMILIES
 from spinlock.storage.reader import read_census
 from spinlock.viz import census_plots as cp
 from spinlock.viz import feature_plots as fp
 from spinlock.viz import tokenizer_plots as tp
 from spinlock.viz.aggregate import plot_aggregate
 from spinlock.viz.colors import FIELD_CMAP
-from spinlock.viz.data import SCALAR_FAMILIES, RunData, status_name
 from spinlock.viz.render import RenderOptions, default_mode, render_group
+from spinlock.viz.rundata import RunData, status_name
 from spinlock.viz.select import random_group
 
-REPORT_DIR = "report"
 MAX_REPORT_FRAMES = 64
 _INLINE_MAX_BYTES = 8 << 20
 

@@ -29,7 +29,8 @@ from sklearn.neighbors import NearestNeighbors
 
 from spinlock.errors import SpinlockError
 from spinlock.rng import numpy_rng
-from spinlock.viz.data import SCALAR_FAMILIES, RunData, Tokens
+from spinlock.storage.layout import SCALAR_FAMILIES
+from spinlock.viz.rundata import RunData, Tokens
 
 Diversity = Literal["features", "realizations"]
 

@@ -24,8 +24,8 @@ from sklearn.decomposition import PCA
 
 from spinlock.errors import SpinlockError
 from spinlock.rng import numpy_rng
-from spinlock.viz.data import Category, RunData, Tokens
 from spinlock.viz.render import last_frames
+from spinlock.viz.rundata import CategoryMembers, RunData, Tokens
 from spinlock.viz.select import behaviour_matrix
 
 _LEVEL_KEY = re.compile(r"^(usage|perplexity)_l(\d+)$")
@@ -137,7 +137,7 @@ def plot_code_usage(tokens: Tokens) -> Figure:
     return fig
 
 
-def plot_category_sizes(categories: Sequence[Category]) -> Figure:
+def plot_category_sizes(categories: Sequence[CategoryMembers]) -> Figure:
     """Number of features per tokenizer category (horizontal bars)."""
     fig = _figure(5.5, 0.8 + 0.28 * len(categories))
     fig.subplots_adjust(left=0.3, right=0.95, bottom=0.35 / (0.8 + 0.28 * len(categories)) + 0.05, top=0.88)

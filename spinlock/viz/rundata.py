@@ -23,16 +23,21 @@ import yaml
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS
 from spinlock.errors import DataError, SpinlockError
+from spinlock.storage.layout import (
+    CATEGORIES_FILE,
+    CONFIG_FILE,
+    FEATURE_FAMILIES,
+    METRICS_FILE,
+    STATUS_NAMES,
+    TEMPORAL_FAMILY,
+    TOKENIZER_DIR,
+)
+from spinlock.storage.reader import dataset_file
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
-
-DATASET_FILE = "dataset.h5"
-TOKENIZER_DIR = "tokenizer"
-SCALAR_FAMILIES = ("initial", "architecture", "summary")
-STATUS_NAMES = {0: "ok", 1: "diverged", 2: "fault"}
-"""Known ``/status`` codes; any other code is shown as ``code <n>``."""
 
 
 def status_name(code: int) -> str:
+    """The name of a ``/status`` code; any other code is shown as ``code <n>``."""
     return STATUS_NAMES.get(int(code), f"code {int(code)}")
 
 
@@ -81,8 +86,9 @@ class Tokens:
 
 
 @dataclass(frozen=True)
-class Category:
-    """A feature category from ``tokenizer/categories.json``."""
+class CategoryMembers:
+    """A discovered feature category as the plots read it from ``tokenizer/categories.json``: its name and
+    members (the saved form of :class:`spinlock.encoding.categories.DiscoveredCategory`)."""
 
     name: str
     features: list[str]
@@ -109,15 +115,8 @@ class RunData:
     """A run output directory (``OUT/``) or a bare ``dataset.h5`` (its folder is taken as ``OUT/``)."""
 
     def __init__(self, path: str | Path):
-        from spinlock.storage.remote import local_copy
-
-        p = local_copy(path)  # a URI: the run's files mirrored to the node's cache
-        if p.is_file():
-            self.dataset_path, self.out_dir = p, p.parent
-        else:
-            self.out_dir, self.dataset_path = p, p / DATASET_FILE
-        if not self.dataset_path.is_file():
-            raise DataError(f"no dataset at {self.dataset_path} (expected a run directory containing {DATASET_FILE})")
+        self.dataset_path = dataset_file(path)  # a URI: the run's files mirrored to the node's cache
+        self.out_dir = self.dataset_path.parent
         with self._open() as f:
             self.operator_index = np.asarray(f["operators/index"][()], dtype=np.int64)
             self.status = np.asarray(f["status"][()], dtype=np.int64) if "status" in f else None
@@ -127,7 +126,7 @@ class RunData:
             self._config_attr = f.attrs.get("config")
             self.feature_widths = {
                 fam: int(f[f"features/{fam}"].shape[-1])
-                for fam in (*SCALAR_FAMILIES, "temporal")
+                for fam in FEATURE_FAMILIES
                 if f"features/{fam}" in f
             }
             tr = open_trajectories(f, self.dataset_path)  # /trajectories or the run's Zarr array
@@ -159,8 +158,8 @@ class RunData:
     def config(self) -> dict[str, Any]:
         """Resolved run config as a dict (file attr ``config``, else ``OUT/config.yaml``; {} if none)."""
         text = self._config_attr
-        if text is None and (self.out_dir / "config.yaml").is_file():
-            text = (self.out_dir / "config.yaml").read_text()
+        if text is None and (self.out_dir / CONFIG_FILE).is_file():
+            text = (self.out_dir / CONFIG_FILE).read_text()
         if isinstance(text, bytes):
             text = text.decode()
         cfg = yaml.safe_load(text) if text else None
@@ -233,9 +232,9 @@ class RunData:
     def temporal(self) -> TemporalTable | None:
         """``/features/temporal`` [N, T', D] with names and the step of each sample, or ``None``."""
         with self._open() as f:
-            if "features/temporal" not in f:
+            if f"features/{TEMPORAL_FAMILY}" not in f:
                 return None
-            ds = f["features/temporal"]
+            ds = f[f"features/{TEMPORAL_FAMILY}"]
             names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
             values = np.asarray(ds[()], dtype=np.float32)
             if "steps" in ds.attrs:
@@ -265,9 +264,9 @@ class RunData:
     def tokenizer_dir(self) -> Path:
         return self.out_dir / TOKENIZER_DIR
 
-    def categories(self) -> list[Category] | None:
+    def categories(self) -> list[CategoryMembers] | None:
         """Feature categories from ``tokenizer/categories.json`` (``{"categories": [{name, features}]}``)."""
-        path = self.tokenizer_dir / "categories.json"
+        path = self.tokenizer_dir / CATEGORIES_FILE
         if not path.is_file():
             return None
         try:
@@ -277,11 +276,11 @@ class RunData:
         items = doc.get("categories") if isinstance(doc, dict) else doc
         if not isinstance(items, list) or not all(isinstance(c, dict) and "name" in c for c in items):
             raise DataError(f"{path}: expected {{'categories': [{{'name': ..., 'features': [...]}}]}}")
-        return [Category(str(c["name"]), [str(x) for x in c.get("features", [])]) for c in items]
+        return [CategoryMembers(str(c["name"]), [str(x) for x in c.get("features", [])]) for c in items]
 
     def metrics(self) -> list[dict[str, Any]]:
         """Epoch records from ``tokenizer/metrics.jsonl`` (blank and non-object lines skipped)."""
-        path = self.tokenizer_dir / "metrics.jsonl"
+        path = self.tokenizer_dir / METRICS_FILE
         if not path.is_file():
             return []
         records = []

@@ -18,6 +18,7 @@ functions over one block; here they run as Ray Data tasks/actors over the per-sh
 from __future__ import annotations
 
 import pickle
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.inputs import prepare_inputs
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.errors import DataError
+from spinlock.storage.layout import FEATURE_TABLE_GLOB, FEATURES_DIR
 from spinlock.storage.remote import RemoteStore, is_remote
 
 if TYPE_CHECKING:  # the encode actors import it; the cleaning tasks need not (see spinlock.encoding.inputs)
@@ -45,13 +47,13 @@ def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]
     if is_remote(out_dir):
         store = RemoteStore(str(out_dir))
         fs = store.arrow_filesystem()
-        names = sorted(n for n in store.listdir("features") if n.startswith("shard-") and n.endswith(".parquet"))
-        keys = [store.key(f"features/{n}") for n in names]
-        schema = FeatureSchema.from_parquet_files(keys, f"{store.url}/features", filesystem=fs)
+        names = sorted(n for n in store.listdir(FEATURES_DIR) if fnmatchcase(n, FEATURE_TABLE_GLOB))
+        keys = [store.key(f"{FEATURES_DIR}/{n}") for n in names]
+        schema = FeatureSchema.from_parquet_files(keys, f"{store.url}/{FEATURES_DIR}", filesystem=fs)
         ds = ray.data.read_parquet(keys, filesystem=fs)
         ds.context.execution_options.preserve_order = True
         return ds, schema
-    schema, files = FeatureSchema.from_parquet_dir(Path(out_dir) / "features")
+    schema, files = FeatureSchema.from_parquet_dir(Path(out_dir) / FEATURES_DIR)
     ds = ray.data.read_parquet([str(f) for f in files])
     ds.context.execution_options.preserve_order = True  # shared by every dataset derived from ds
     return ds, schema
