@@ -116,7 +116,8 @@ class TrainingConfig(Strict):
     """The workers report to Ray Train, with a checkpoint from rank 0, after the first epoch that ends
     this many seconds after the last report (or the worker group's start), and after the last epoch.
     A restart resumes from the latest checkpoint, so a failure costs about this much training; each
-    report costs up to ~2 s (Ray Train's poll), more than a small epoch. 0: after every epoch."""
+    report waits for Ray Train's controller poll (0.5 s, ``distributed.train.POLL_SECONDS``). 0: after
+    every epoch."""
     max_failures: int = Field(1, ge=-1)
     """Worker-group restarts Ray Train may attempt (from the latest epoch checkpoint); -1 unlimited."""
 

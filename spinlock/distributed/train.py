@@ -8,13 +8,14 @@ statistics and k-means initialisation themselves, ``sync_codebook``), feeds it i
 training Dataset (read through Ray Data once when it fits ``training.cache_mb``, see
 :class:`~spinlock.distributed.feature_stream.ShardBatches`), and reports metrics with a checkpoint from rank 0
 once ``training.checkpoint_seconds`` have passed and after the last epoch (``ray.train.report`` is a
-barrier every rank calls, and Ray Train takes one report per ~2 s poll, longer than a small epoch).
+barrier every rank calls, and Ray Train takes one report per controller poll, :data:`POLL_SECONDS`).
 The stage around it is :mod:`spinlock.distributed.tokenize_stage`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,10 @@ from spinlock.logs import quiet_train_worker
 from spinlock.rng import numpy_rng
 
 STATE_FILE = "state.pt"
+POLL_SECONDS = 0.5
+"""Ray Train's controller poll (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, default 2 s) unless the user set
+one: the fit's start, every report and its end each wait for the next poll, so at 2 s a quickstart fit
+(2-3 reports, ~0.4 s epochs) idles several seconds; one poll is a small remote call per worker."""
 
 
 class TrainingError(SpinlockError):
@@ -154,6 +159,7 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
         dataset_config=DataConfig(datasets_to_split=["train"],
                                   execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_SECONDS))  # read by trainer.fit()
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
