@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -221,10 +221,6 @@ def check_runnable(cfg: RunConfig, device: torch.device | None = None) -> None:
             f"simulation.precision: {cfg.simulation.precision!r} needs CUDA; this run would use {dev}"
             " (use fp32 on CPU)"
         )
-
-
-def shard_indices(specs: Sequence[ShardSpec]) -> np.ndarray:
-    return np.concatenate([np.arange(s.start, s.stop) for s in specs]) if specs else np.zeros(0, np.int64)
 
 
 def pending_shards(

@@ -17,7 +17,7 @@ from spinlock.generate import pending_shards, plan_shards, prepare_output, run_s
 from spinlock.storage.checker import SPEC
 from spinlock.storage.layout import DATASET_FILE, shard_path
 from spinlock.storage.merge import merge_shards, verified_shards
-from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard, shard_state
+from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard
 
 
 def arrays(path: Path) -> dict[str, np.ndarray]:
@@ -91,7 +91,7 @@ def test_corrupt_partial_and_foreign_shards_are_named_before_merge(copy):
 
 @pytest.mark.parametrize("damage", ["not complete", "no labels", "labels rows", "index dtype", "tmp only"])
 def test_inspect_shard_states(copy, damage):
-    cfg, out = copy
+    _, out = copy
     path = shard_path(out, 1)
     with h5py.File(path, "r+") as f:
         chash = f.attrs["config_hash"]
@@ -112,7 +112,7 @@ def test_inspect_shard_states(copy, damage):
     expected = {"not complete": "corrupt: not marked complete", "tmp only": "partial",
                 "labels rows": "corrupt: ics/type has shape (5,), expected (4,)"}
     assert state.startswith(expected.get(damage, "corrupt: ")), state
-    assert shard_state(path, cfg) == state  # the same verdict without reading the labels
+    assert inspect_shard(path, chash, labels=False) == state  # the same verdict without reading the labels
 
 
 def test_inspect_shard_reads_what_the_high_level_api_reads(run):

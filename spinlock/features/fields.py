@@ -57,13 +57,6 @@ def nan_like(ref: torch.Tensor) -> torch.Tensor:
     return torch.full_like(ref, float("nan"))
 
 
-def hist_entropy(v: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor:
-    """Shannon entropy / ln(bins) of the histogram of the last dim of ``v`` clipped to [lo, hi]."""
-    idx = ((v.clamp(lo, hi) - lo) * (bins / (hi - lo))).long().clamp_(max=bins - 1)
-    counts = torch.zeros(*v.shape[:-1], bins, device=v.device, dtype=v.dtype)
-    return entropy_of_counts(counts.scatter_add_(-1, idx, torch.ones_like(v)))
-
-
 FINE_BINS, FINE_LO, FINE_HI = 160, -5.0, 5.0
 """Histogram of z used for quantiles (bin width 1/16; |q05|, |q95| <= sqrt(20) < 5 by Chebyshev)."""
 

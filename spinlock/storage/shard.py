@@ -6,7 +6,6 @@ that looks finished; reruns skip complete shards (same config hash) and regenera
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ import numpy as np
 from spinlock import FORMAT_VERSION, __version__
 from spinlock.config.loading import config_hash, dump_config
 from spinlock.config.models import RunConfig
-from spinlock.errors import DataError
 from spinlock.storage import dims
 from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import compression_kwargs, trajectory_chunk_steps
@@ -249,17 +247,3 @@ def inspect_shard(path: Path, cfg_hash: str, labels: bool = True) -> ShardInfo |
         fid.close()
     return ShardInfo(path, index, strings, (st.st_ino, st.st_size, st.st_mtime_ns), device)
 
-
-def shard_state(path: Path, cfg: RunConfig) -> str:
-    """``complete`` | ``missing`` | ``partial`` (tmp only) | ``corrupt: why`` | ``mismatch: why``."""
-    info = inspect_shard(path, config_hash(cfg), labels=False)
-    return info if isinstance(info, str) else "complete"
-
-
-def read_shard_summary(path: Path) -> dict[str, Any]:
-    """Small summary stored in a complete shard's attrs (for resume bookkeeping)."""
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("summary")
-        if raw is None:
-            raise DataError(f"{path}: no summary attribute")
-        return json.loads(raw)
