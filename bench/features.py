@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from spinlock.config import load_config  # noqa: E402
 from spinlock.features import FeatureObserver  # noqa: E402
-from spinlock.features.audit import dead_columns, near_constant_columns, run_operators  # noqa: E402
+from spinlock.features.audit import dead_columns, near_constant_columns  # noqa: E402
+from spinlock.generate import run_operators  # noqa: E402
 
 SHAPES = {
     # name: (overrides, description)

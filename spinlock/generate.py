@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,10 +20,12 @@ import torch
 from spinlock.config.loading import config_hash, dump_config, load_config
 from spinlock.config.models import RunConfig
 from spinlock.errors import SpinlockError
+from spinlock.features import FeatureBlock, FeatureObserver, batch_features, feature_names
+from spinlock.features import temporal_steps as feature_steps
 from spinlock.ics.registry import generate_ic, get_ic_type
 from spinlock.operators.registry import get_family
 from spinlock.rng import derive_key
-from spinlock.rollout.engine import RolloutEngine, feature_faults, resolve_device
+from spinlock.rollout.engine import RolloutEngine, autocast_dtype, feature_faults, resolve_device
 from spinlock.sampling.space import SampledSet, choices_json, sample
 from spinlock.storage.layout import CONFIG_FILE, STATUS_DIVERGED, STATUS_FAULT, parquet_path, shard_path
 from spinlock.storage.shard import ShardInfo, ShardWriter
@@ -122,8 +124,6 @@ def run_shard(
     ``root``: the run's real output when ``out_dir`` is a staging folder (``s3://...``); Zarr trajectories
     (``storage.trajectories.format: zarr``) are written there directly. Default: ``out_dir``.
     """
-    from spinlock.features import FeatureObserver, extract_architecture, extract_initial, feature_names
-    from spinlock.features import temporal_steps as feature_steps
     from spinlock.storage.parquet import export_parquet
 
     t0 = time.perf_counter()
@@ -151,12 +151,7 @@ def run_shard(
                 st = cfg.storage.trajectories
                 observers.append(TrajectorySink(writer, r0, st.stride, st.dtype))
             result = engine.run(ic, observers)
-            features = {
-                "initial": extract_initial(cfg, ic),
-                "architecture": extract_architecture(cfg, sampled.values[rows], derived),
-                "summary": fobs.summary(),
-                "temporal": fobs.temporal(),
-            }
+            features = batch_features(cfg, ic, sampled.values[rows], derived, fobs)
             status = result.status.numpy()
             feature_faults({k: b.values for k, b in features.items()}, status, idx)
             entries = [cfg.initial_conditions.mix[e] for e in sampled.ic_entry[rows]]
@@ -188,6 +183,39 @@ def run_shard(
     return summary
 
 
+@dataclass(frozen=True)
+class OperatorFeatures:
+    """What :func:`run_operators` returns: every family's features and the engine status, in operator order."""
+
+    blocks: dict[str, FeatureBlock]
+    """Concatenated blocks of all operators, by family."""
+    status: np.ndarray
+    """[N] int8 engine status (1 = diverged)."""
+
+
+def run_operators(cfg: RunConfig, indices: Sequence[int], device: torch.device | None = None) -> OperatorFeatures:
+    """Sample, build and roll out the given operators batch by batch as a shard would, with features, writing
+    nothing: what the feature audits (``features.audit``, bench/features.py) and precision tests inspect."""
+    device = device or torch.device("cpu")
+    idx = np.asarray(list(indices), dtype=np.int64)
+    sampled = sample(cfg, idx)
+    b = cfg.simulation.batch_operators
+    parts: dict[str, list[np.ndarray]] = {}
+    names: dict[str, tuple[str, ...]] = {}
+    status = []
+    for s in range(0, len(idx), b):
+        rows = slice(s, min(s + b, len(idx)))
+        _, derived, ic, engine = build_batch(cfg, sampled, rows, device)
+        obs = FeatureObserver(cfg, idx[rows].tolist(), device)
+        result = engine.run(ic, [obs])
+        for k, blk in batch_features(cfg, ic, sampled.values[rows], derived, obs).items():
+            parts.setdefault(k, []).append(blk.values)
+            names[k] = blk.names
+        status.append(result.status.numpy())
+    out = {k: FeatureBlock(np.concatenate(v), names[k], {}) for k, v in parts.items()}
+    return OperatorFeatures(out, np.concatenate(status))
+
+
 def prepare_output(cfg: RunConfig, out_dir: str | Path) -> Path:
     """Create ``out_dir`` and write config.yaml; refuse a directory that holds a different run.
 
@@ -214,13 +242,18 @@ def prepare_output(cfg: RunConfig, out_dir: str | Path) -> Path:
 
 
 def check_runnable(cfg: RunConfig, device: torch.device | None = None) -> None:
-    """Fail before any work on settings this machine cannot run."""
+    """Fail before any work on settings this machine cannot run: the one precision rule of generation.
+
+    Reduced precision (bf16/fp16) is a CUDA setting here, although the engine also runs it under CPU
+    autocast (tests use that to emulate CUDA); and torch must be able to autocast to it on the device.
+    """
     dev = device or resolve_device(cfg.simulation.device)
     if cfg.simulation.precision != "fp32" and dev.type != "cuda":
         raise SpinlockError(
             f"simulation.precision: {cfg.simulation.precision!r} needs CUDA; this run would use {dev}"
             " (use fp32 on CPU)"
         )
+    autocast_dtype(cfg.simulation.precision, dev)
 
 
 def pending_shards(

@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 
 from spinlock.config import load_config
-from spinlock.features.audit import dead_columns, run_operators
+from spinlock.features.audit import dead_columns
+from spinlock.generate import run_operators
 
 OPERATORS = 64
 

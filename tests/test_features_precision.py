@@ -21,7 +21,8 @@ import torch
 from conftest import ROOT
 
 from spinlock.config import load_config
-from spinlock.features.audit import run_operators
+from spinlock.errors import SpinlockError
+from spinlock.generate import run_operators
 from spinlock.rollout.engine import RolloutEngine
 
 OVERRIDES = ["simulation.steps=32", "simulation.grid=16", "simulation.batch_operators=16"]
@@ -108,5 +109,5 @@ def test_unsupported_autocast_is_a_clear_error(tiny_cfg, monkeypatch):
     family = get_family("cnn")
     rec = family.decode(tiny_cfg.parameters, sample(tiny_cfg, range(1)).values[0])
     sim = tiny_cfg.simulation.model_copy(update={"precision": "fp16"})
-    with pytest.raises(RuntimeError, match="does not autocast to torch.float16 on cpu; use fp32"):
+    with pytest.raises(SpinlockError, match="does not autocast to torch.float16 on cpu; use fp32"):
         RolloutEngine(family, [rec], [0], 0, sim, torch.device("cpu"))

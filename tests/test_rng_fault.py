@@ -129,7 +129,7 @@ def test_feature_fault_reaches_the_shard_and_spinlock_info(tmp_path, monkeypatch
 
     import h5py
 
-    import spinlock.features as features
+    import spinlock.features.batch as features  # where the shard's INITIAL block is computed
     from spinlock.generate import plan_shards, run_shard
     from spinlock.storage.reader import describe
 

@@ -5,6 +5,7 @@ ARCHITECTURE from the IC and the parameter record. docs/features.md defines ever
 """
 
 from spinlock.features.architecture import extract_architecture
+from spinlock.features.batch import batch_features
 from spinlock.features.block import FeatureBlock
 from spinlock.features.initial import extract_initial
 from spinlock.features.names import feature_names, temporal_steps
@@ -13,6 +14,7 @@ from spinlock.features.observer import FeatureObserver
 __all__ = [
     "FeatureBlock",
     "FeatureObserver",
+    "batch_features",
     "extract_architecture",
     "extract_initial",
     "feature_names",

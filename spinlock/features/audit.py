@@ -1,6 +1,7 @@
-"""Feature audits on real operators: run batches through the engine and flag degenerate columns.
+"""Feature audits: flag degenerate columns of features computed on real operators.
 
-``python bench/features.py --audit N`` uses these to check that no SUMMARY column is constant by
+The features come from ``spinlock.generate.run_operators`` (operators rolled out as a shard would, nothing
+written). ``python bench/features.py --audit N`` uses these to check that no SUMMARY column is constant by
 construction (the acceptance bar is <= 2 % near-constant columns on the quickstart dataset), and
 ``tests/test_features_audit.py`` asserts :func:`dead_columns` is empty at several run lengths.
 """
@@ -8,56 +9,8 @@ construction (the acceptance bar is <= 2 % near-constant columns on the quicksta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import torch
-
-from spinlock.config.models import RunConfig
-from spinlock.features.architecture import extract_architecture
-from spinlock.features.block import FeatureBlock
-from spinlock.features.initial import extract_initial
-from spinlock.features.observer import FeatureObserver
-from spinlock.storage.layout import FEATURE_FAMILIES
-
-
-@dataclass(frozen=True)
-class AuditResult:
-    blocks: dict[str, FeatureBlock]
-    """Concatenated blocks of all operators, by family."""
-    status: np.ndarray
-    """[N] int8 engine status (1 = diverged)."""
-
-
-def run_operators(cfg: RunConfig, indices: Sequence[int], device: torch.device | None = None) -> AuditResult:
-    """Sample, build and roll out the given operators batch by batch (as a shard would), with features."""
-    from spinlock.generate import build_batch  # the pipeline's own batch builder (records, ICs, engine)
-    from spinlock.sampling.space import sample
-
-    device = device or torch.device("cpu")
-    idx = np.asarray(list(indices), dtype=np.int64)
-    sampled = sample(cfg, idx)
-    b = cfg.simulation.batch_operators
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in FEATURE_FAMILIES}
-    names: dict[str, tuple[str, ...]] = {}
-    status = []
-    for s in range(0, len(idx), b):
-        rows = slice(s, min(s + b, len(idx)))
-        _, derived, ic, engine = build_batch(cfg, sampled, rows, device)
-        obs = FeatureObserver(cfg, idx[rows].tolist(), device)
-        result = engine.run(ic, [obs])
-        blocks = {
-            "initial": extract_initial(cfg, ic),
-            "architecture": extract_architecture(cfg, sampled.values[rows], derived),
-            "summary": obs.summary(),
-            "temporal": obs.temporal(),
-        }
-        for k, blk in blocks.items():
-            parts[k].append(blk.values)
-            names[k] = blk.names
-        status.append(result.status.numpy())
-    out = {k: FeatureBlock(np.concatenate(v), names[k], {}) for k, v in parts.items()}
-    return AuditResult(out, np.concatenate(status))
 
 
 def near_constant_columns(

@@ -55,8 +55,10 @@ class RolloutResult:
     diverged_step: torch.Tensor  # [B] int32: step of divergence or fault (0: the IC), -1 when none
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``simulation.precision`` on ``device`` (None for fp32), or a clear error."""
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``simulation.precision`` on ``device`` (None for fp32); a SpinlockError when this
+    torch cannot autocast to it there. Generation also refuses reduced precision off CUDA
+    (``generate.check_runnable``); the engine runs it under CPU autocast, which tests use to emulate CUDA."""
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if dtype is None:
         return None
@@ -66,9 +68,9 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             with torch.autocast(device_type=device.type, dtype=dtype):
                 ok = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == dtype
     except (RuntimeError, ValueError) as e:  # device type without autocast
-        raise RuntimeError(f"simulation.precision {precision!r}: torch has no autocast on {device} ({e})") from e
+        raise SpinlockError(f"simulation.precision {precision!r}: torch has no autocast on {device} ({e})") from e
     if not ok:
-        raise RuntimeError(
+        raise SpinlockError(
             f"simulation.precision {precision!r}: this torch ({torch.__version__}) does not autocast to {dtype}"
             f" on {device}; use fp32 there"
         )
@@ -88,7 +90,7 @@ class RolloutEngine:
         device: torch.device,
     ):
         self.sim, self.device, self.B = sim, device, len(records)
-        self.autocast_dtype = _autocast_dtype(sim.precision, device)
+        self.autocast_dtype = autocast_dtype(sim.precision, device)
         groups: dict[tuple, list[int]] = {}
         for i, rec in enumerate(records):
             groups.setdefault(family.group_key(rec), []).append(i)
