@@ -64,7 +64,7 @@ class _Timed:
 
 def time_shape(name: str, reps: int, batches: int) -> dict:
     """Sum over ``batches`` consecutive engine batches of the per-batch minimum over ``reps`` runs."""
-    from spinlock.generate import build_batch
+    from spinlock.generate import build_batch, design
     from spinlock.sampling.space import sample
 
     overrides, desc = SHAPES[name]
@@ -73,7 +73,7 @@ def time_shape(name: str, reps: int, batches: int) -> dict:
     device = torch.device("cpu")
     roll_total = feat_total = 0.0
     for k in range(batches):
-        sampled = sample(cfg, range(k * b, (k + 1) * b))
+        sampled = sample(design(cfg), range(k * b, (k + 1) * b))
         best_roll, best_feat = float("inf"), float("inf")
         for _ in range(reps):
             _, _, ic, engine = build_batch(cfg, sampled, slice(0, b), device)

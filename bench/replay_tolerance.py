@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spinlock.config import load_config  # noqa: E402
-from spinlock.generate import make_ics  # noqa: E402
+from spinlock.generate import design, make_ics  # noqa: E402
 from spinlock.operators.registry import get_family  # noqa: E402
 from spinlock.replay import SPREAD_FACTOR, STEP_RTOL, UNIT_ROUNDOFF, step_error  # noqa: E402
 from spinlock.rollout.engine import RolloutEngine  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
     B = cfg.simulation.batch_operators
     half, wrong, spread = [], [], []
     for b0 in range(0, args.operators, B):
-        s = sample(cfg, range(b0, min(b0 + B, args.operators)))
+        s = sample(design(cfg), range(b0, min(b0 + B, args.operators)))
         (a, sa), (b, sb), (c, sc) = rollout(cfg, s), rollout(cfg, s, bf16=True), rollout(cfg, s, shift=100_000)
         d, sd = rollout(cfg, s, eps=UNIT_ROUNDOFF["bf16"])
         for i in np.flatnonzero((sa == 0) & (sb == 0) & (sc == 0) & (sd == 0)):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from spinlock.config import load_config
-from spinlock.generate import build_batch
+from spinlock.generate import build_batch, design
 from spinlock.operators.registry import get_family
 from spinlock.rollout.engine import RolloutEngine, resolve_device
 from spinlock.sampling.space import sample
@@ -117,7 +117,7 @@ def main() -> None:
         f"sharding.operators_per_shard={a.operators}", f"simulation.num_operators={a.operators}",
         "storage.trajectories.stride=1", f"simulation.realizations={a.realizations}",
     ])
-    s = sample(mixed_cfg, range(a.operators))
+    s = sample(design(mixed_cfg), range(a.operators))
 
     def mixed():
         _, _, ic_m, eng = build_batch(mixed_cfg, s, slice(0, a.operators), dev)

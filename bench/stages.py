@@ -98,6 +98,7 @@ def driver(n: int, out: str, result: str) -> None:
     from spinlock.config.loading import config_hash
     from spinlock.distributed import tokenize_stage as stage
     from spinlock.distributed.driver import GenerationRun
+    from spinlock.generate import design
     from spinlock.sampling.space import sample
     from spinlock.storage.checker import check_file
     from spinlock.storage.merge import merge_shards
@@ -107,7 +108,7 @@ def driver(n: int, out: str, result: str) -> None:
     cfg = config(n)
     meter = Meter()
     with meter.stage("sampling"):
-        sample(cfg, range(n))
+        sample(design(cfg), range(n))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
     with meter.stage("generate"):

@@ -4,6 +4,10 @@
 all call it. It builds the shard's operators, runs batched rollouts with inline features, and writes
 one atomic HDF5 shard plus its Parquet feature table. The plan depends only on the config, and engine
 batches are aligned to global operator indices, so the dataset is identical whatever the worker count.
+
+This module is where a run config is unpacked: the layers below take their own sections (``design(cfg)``
+for sampling, ``sim``/``storage`` for the shard writer). ``run_operators`` runs the same batches without
+writing, for the feature audits.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from spinlock.ics.registry import generate_ic, get_ic_type
 from spinlock.operators.registry import get_family
 from spinlock.rng import derive_key
 from spinlock.rollout.engine import RolloutEngine, autocast_dtype, feature_faults, resolve_device
-from spinlock.sampling.space import SampledSet, choices_json, sample
+from spinlock.sampling.space import Design, SampledSet, choices_json, sample
 from spinlock.storage.layout import CONFIG_FILE, STATUS_DIVERGED, STATUS_FAULT, parquet_path, shard_path
-from spinlock.storage.shard import ShardInfo, ShardWriter
+from spinlock.storage.parquet import export_parquet
+from spinlock.storage.shard import ShardInfo, ShardWriter, inspect_shard
+from spinlock.storage.zarrstore import TrajectoryArray, ZarrTrajectoryWriter, covered
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,13 @@ def plan_shards(cfg: RunConfig) -> list[ShardSpec]:
     """Contiguous ranges of ``operators_per_shard`` in Sobol order (the last one may be shorter)."""
     n, k = cfg.simulation.num_operators, cfg.sharding.operators_per_shard
     return [ShardSpec(i, s, min(s + k, n)) for i, s in enumerate(range(0, n, k))]
+
+
+def design(cfg: RunConfig) -> Design:
+    """The run's Sobol design: the config sections sampling reads."""
+    return Design(parameters=cfg.parameters, ic_weights=tuple(cfg.initial_conditions.probabilities()),
+                  num_operators=cfg.simulation.num_operators, seed=cfg.seed, scramble=cfg.sampling.scramble,
+                  family=cfg.operators.family, grid=cfg.simulation.grid)
 
 
 def make_ics(cfg: RunConfig, indices: np.ndarray, entries: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -124,20 +137,22 @@ def run_shard(
     ``root``: the run's real output when ``out_dir`` is a staging folder (``s3://...``); Zarr trajectories
     (``storage.trajectories.format: zarr``) are written there directly. Default: ``out_dir``.
     """
-    from spinlock.storage.parquet import export_parquet
-
     t0 = time.perf_counter()
     device = device or resolve_device(cfg.simulation.device)
     sim = cfg.simulation
-    sampled = sample(cfg, range(spec.start, spec.stop))
+    sampled = sample(design(cfg), range(spec.start, spec.stop))
     path = shard_path(out_dir, spec.shard_id)
+    chash = config_hash(cfg)
     zarr_writer = None
     if cfg.storage.trajectories.format == "zarr":
-        from spinlock.storage.zarrstore import ZarrTrajectoryWriter
-
-        zarr_writer = ZarrTrajectoryWriter(cfg, root or out_dir, spec.start, spec.stop)
-    writer = ShardWriter(path, cfg, spec.shard_id, sampled.index, sampled.names, choices_json(cfg),
-                         feature_names(cfg), feature_steps(cfg), trajectories=zarr_writer, device=device.type)
+        array = TrajectoryArray.of(sim, cfg.storage, chash)
+        zarr_writer = ZarrTrajectoryWriter(array, root or out_dir, spec.start, spec.stop)
+    writer = ShardWriter(
+        path, spec.shard_id, sampled.index, sim=sim, storage=cfg.storage, seed=cfg.seed, config=dump_config(cfg),
+        config_hash=chash, param_names=sampled.names, choices_json=choices_json(cfg.parameters),
+        feature_names=feature_names(cfg), temporal_steps=feature_steps(cfg), trajectories=zarr_writer,
+        device=device.type,
+    )
     diverged = faults = 0
     try:
         for b0, b1 in batch_bounds(cfg, spec):
@@ -198,7 +213,7 @@ def run_operators(cfg: RunConfig, indices: Sequence[int], device: torch.device |
     nothing: what the feature audits (``features.audit``, bench/features.py) and precision tests inspect."""
     device = device or torch.device("cpu")
     idx = np.asarray(list(indices), dtype=np.int64)
-    sampled = sample(cfg, idx)
+    sampled = sample(design(cfg), idx)
     b = cfg.simulation.batch_operators
     parts: dict[str, list[np.ndarray]] = {}
     names: dict[str, tuple[str, ...]] = {}
@@ -267,15 +282,10 @@ def pending_shards(
     With Zarr trajectories a shard is complete only if its chunks are written too (under ``root``, the
     run's real output, default ``out_dir``); a shard file whose chunks are missing is regenerated.
     """
-    from spinlock.storage.parquet import export_parquet
-    from spinlock.storage.shard import inspect_shard
-
     specs, chash = plan_shards(cfg), config_hash(cfg)
     chunks_ok = [True] * len(specs)
     if cfg.storage.trajectories.format == "zarr":
-        from spinlock.storage.zarrstore import covered
-
-        chunks_ok = covered(cfg, root or str(out_dir), [(s.start, s.stop) for s in specs])
+        chunks_ok = covered(root or str(out_dir), [(s.start, s.stop) for s in specs])
     done, todo = [], []
     for spec, ok in zip(specs, chunks_ok, strict=True):
         path = shard_path(out_dir, spec.shard_id)

@@ -31,7 +31,10 @@ from spinlock.config.loading import config_from_dict
 from spinlock.config.models import RunConfig
 from spinlock.config.parameters import BooleanSpec, ChoiceSpec, IntegerSpec
 from spinlock.errors import DataError, SpinlockError
+from spinlock.generate import build_batch, check_runnable, design
 from spinlock.rng import torch_generator
+from spinlock.rollout.engine import resolve_device
+from spinlock.sampling.space import sample
 from spinlock.storage.layout import DATASET_FILE, SHARDS_DIR, STATUS_FAULT, STATUS_OK, shard_name
 from spinlock.storage.reader import dataset_file
 from spinlock.storage.zarrstore import open_trajectories
@@ -154,8 +157,6 @@ class Replay:
 
 def _replay_device(kind: str, gen: Generation) -> torch.device:
     """``auto``: the generating device when this machine has it, else CPU."""
-    from spinlock.rollout.engine import resolve_device
-
     if kind == "auto":
         return resolve_device("cuda" if gen.device == "cuda" and torch.cuda.is_available() else "cpu")
     return resolve_device(kind)
@@ -171,8 +172,6 @@ def replay_operator(path: str | Path, index: int, device: str = "auto") -> Repla
     It runs in the generating precision when ``device`` supports it (``generate.check_runnable``), else
     in fp32; :func:`compare_with_stored` then compares within tolerance.
     """
-    from spinlock.generate import check_runnable
-
     cfg = config_of(path)
     n = cfg.simulation.num_operators
     if not 0 <= index < n:
@@ -193,13 +192,10 @@ def _rerun(cfg: RunConfig, index: int, dev: torch.device, ic_eps: float = 0.0):
     """Run operator ``index``'s engine batch; ``ic_eps``: perturb the IC by that relative amount (keyed noise).
 
     Returns (sampled batch, the operator's row in it, its IC, trajectory [M, T+1, C, H, W], status)."""
-    from spinlock.generate import build_batch
-    from spinlock.sampling.space import sample
-
     n, B = cfg.simulation.num_operators, cfg.simulation.batch_operators
     b0 = (index // B) * B
     b1 = min(b0 + B, n)
-    sampled = sample(cfg, range(b0, b1))
+    sampled = sample(design(cfg), range(b0, b1))
     _, _, ic, engine = build_batch(cfg, sampled, slice(0, b1 - b0), dev)
     if ic_eps:
         g = torch_generator(cfg.seed, "replay-spread", index)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from spinlock.generate import build_batch
+from spinlock.generate import build_batch, design
 from spinlock.operators import cnn
 from spinlock.operators.dynamics import BatchDynamics, schedule_factor
 from spinlock.operators.registry import get_family
@@ -45,7 +45,7 @@ def run_records(cfg, records, indices=None, ic=None):
 
 
 def base_record(cfg, **kw):
-    s = sample(cfg, [0])
+    s = sample(design(cfg), [0])
     rec = get_family("cnn").decode(cfg.parameters, s.values[0])
     rec.update(kw)
     return rec
@@ -53,7 +53,7 @@ def base_record(cfg, **kw):
 
 def test_batch_is_deterministic_and_keyed():
     cfg = tiny_config()
-    s = sample(cfg, range(4))
+    s = sample(design(cfg), range(4))
     a = build_batch(cfg, s, slice(0, 4), CPU)
     b = build_batch(cfg, s, slice(0, 4), CPU)
     ra, rb = Recorder(), Recorder()

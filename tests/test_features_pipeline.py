@@ -14,7 +14,7 @@ from spinlock.features import (
     feature_names,
     temporal_steps,
 )
-from spinlock.generate import make_ics
+from spinlock.generate import design, make_ics
 from spinlock.operators.registry import get_family
 from spinlock.rollout.engine import RolloutEngine
 from spinlock.sampling.space import sample
@@ -36,7 +36,7 @@ def _cfg(grid=16, channels=3, steps=12, realizations=2, family="cnn", **features
 def _run(cfg, indices, patch: dict[int, dict] | None = None):
     """Roll out ``indices`` as one batch; ``patch`` overrides record fields of chosen operators."""
     family = get_family(cfg.operators.family)
-    s = sample(cfg, indices)
+    s = sample(design(cfg), indices)
     records = [family.decode(cfg.parameters, row) for row in s.values]
     for i, fields in (patch or {}).items():
         records[list(indices).index(i)].update(fields)

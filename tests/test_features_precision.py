@@ -22,7 +22,7 @@ from conftest import ROOT
 
 from spinlock.config import load_config
 from spinlock.errors import SpinlockError
-from spinlock.generate import run_operators
+from spinlock.generate import design, run_operators
 from spinlock.rollout.engine import RolloutEngine
 
 OVERRIDES = ["simulation.steps=32", "simulation.grid=16", "simulation.batch_operators=16"]
@@ -86,7 +86,7 @@ def test_exact_apply_is_float32_outside_autocast(tiny_cfg):
     from spinlock.sampling.space import sample
 
     family = get_family("cnn")
-    s = sample(tiny_cfg, range(4))
+    s = sample(design(tiny_cfg), range(4))
     records = [family.decode(tiny_cfg.parameters, row) for row in s.values]
     x = torch.randn(4, 2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     engines = {p: RolloutEngine(family, records, list(range(4)), 0, tiny_cfg.simulation.model_copy(
@@ -107,7 +107,7 @@ def test_unsupported_autocast_is_a_clear_error(tiny_cfg, monkeypatch):
 
     monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: False)  # as torch does for an unsupported dtype
     family = get_family("cnn")
-    rec = family.decode(tiny_cfg.parameters, sample(tiny_cfg, range(1)).values[0])
+    rec = family.decode(tiny_cfg.parameters, sample(design(tiny_cfg), range(1)).values[0])
     sim = tiny_cfg.simulation.model_copy(update={"precision": "fp16"})
     with pytest.raises(SpinlockError, match="does not autocast to torch.float16 on cpu; use fp32"):
         RolloutEngine(family, [rec], [0], 0, sim, torch.device("cpu"))

@@ -21,6 +21,7 @@ from spinlock.features import (
 from spinlock.features.audit import near_constant_columns
 from spinlock.features.catalog import DOC, splice
 from spinlock.features.names import CATEGORIES, INITIAL_STATS
+from spinlock.generate import design
 from spinlock.operators.registry import DERIVED_KEYS, get_family
 from spinlock.sampling.space import sample
 
@@ -190,7 +191,7 @@ def test_architecture_and_initial_refuse_bad_input():
     family = get_family("cnn")
     with pytest.raises(ValueError, match="cfg.parameters order"):
         extract_architecture(cfg, np.zeros((2, 3)), [{}, {}])
-    values = sample(cfg, [0]).values
+    values = sample(design(cfg), [0]).values
     with pytest.raises(ValueError, match="DERIVED_KEYS"):
         extract_architecture(cfg, values, [{"weight_gain": 1.0}])
     rec = family.decode(cfg.parameters, values[0])

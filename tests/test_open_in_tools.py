@@ -17,6 +17,7 @@ import xarray as xr
 import zarr
 from conftest import ROOT, tiny_config
 
+from spinlock.config.loading import config_hash
 from spinlock.encoding.layout import Position, TokenLayout
 from spinlock.encoding.outputs import write_tokens
 from spinlock.encoding.schema import FeatureSchema
@@ -29,6 +30,10 @@ from spinlock.storage.layout import DATASET_FILE, shard_path
 from spinlock.storage.merge import merge_shards
 
 ZARR = {"storage.trajectories.format": "zarr"}
+
+
+def array_of(cfg) -> zarrstore.TrajectoryArray:
+    return zarrstore.TrajectoryArray.of(cfg.simulation, cfg.storage, config_hash(cfg))
 
 
 def generate(cfg, out: Path, merge: str | None = None) -> Path:
@@ -132,14 +137,14 @@ def test_zarr_trajectories_open_in_xarray_with_named_dims(run, tmp_path):
     # a broken time coordinate is reported, and the next writer repairs it
     zarr.open_array(f"{loc}/time", mode="r+")[:] = 0
     assert check_file(ds) == ["trajectories.zarr/time: not the stored steps [0, 2, 4, 6, 8]"]
-    zarrstore.open_for_write(cfg, tmp_path / "z")
+    zarrstore.open_for_write(array_of(cfg), tmp_path / "z")
     assert check_file(ds) == []
 
 
 def test_bare_zarr_array_of_the_old_layout_is_refused_clearly(tmp_path):
     zarr.create_array(str(tmp_path / "trajectories.zarr"), shape=(1,), dtype="f4")
     with pytest.raises(SpinlockError, match=r"bare Zarr array written by an older Spinlock.*use a new --out"):
-        zarrstore.open_for_write(tiny_config(**ZARR), tmp_path)
+        zarrstore.open_for_write(array_of(tiny_config(**ZARR)), tmp_path)
 
 
 def test_feature_tables_carry_the_sampled_parameters(run):

@@ -146,13 +146,13 @@ def fabricate_generation(path: Path, device: str, precision: str) -> None:
 @pytest.fixture
 def fp32_only(monkeypatch):
     """This machine runs fp32 only (as CPUs did before CPU bf16 autocast): replay falls back to fp32."""
-    import spinlock.generate
+    import spinlock.replay
 
     def check_runnable(cfg, device=None):
         if cfg.simulation.precision != "fp32":
             raise SpinlockError(f"simulation.precision: {cfg.simulation.precision!r} not runnable here")
 
-    monkeypatch.setattr(spinlock.generate, "check_runnable", check_runnable)
+    monkeypatch.setattr(spinlock.replay, "check_runnable", check_runnable)
 
 
 def scale_first_stored_step(path: Path, rel: float) -> None:

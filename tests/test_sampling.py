@@ -8,6 +8,7 @@ from conftest import tiny_config
 from scipy.stats import qmc
 
 from spinlock.config.parameters import BooleanSpec, ChoiceSpec, ContinuousSpec, IntegerSpec
+from spinlock.generate import design
 from spinlock.sampling.metrics import stratification_metrics
 from spinlock.sampling.sobol import sobol_points
 from spinlock.sampling.space import sample, sampled_dimensions
@@ -76,20 +77,20 @@ def test_spec_mappings():
 
 def test_fixed_parameters_consume_no_dimension():
     cfg = tiny_config()
-    free, ic_dim = sampled_dimensions(cfg)
+    free, ic_dim = sampled_dimensions(cfg.parameters, len(cfg.initial_conditions.mix))
     assert "padding_mode" not in free and len(free) == len(cfg.parameters) - 1 and not ic_dim
-    s = sample(cfg, range(12))
+    s = sample(design(cfg), range(12))
     j = list(cfg.parameters).index("padding_mode")
     assert np.isnan(s.unit[:, j]).all() and (s.values[:, j] == 0).all()
 
 
 def test_sampling_rows_independent_of_request():
     cfg = tiny_config()
-    full = sample(cfg, range(12))
-    part = sample(cfg, [3, 7])
+    full = sample(design(cfg), range(12))
+    part = sample(design(cfg), [3, 7])
     assert np.array_equal(part.values, full.values[[3, 7]])
     with pytest.raises(IndexError):
-        sample(cfg, [12])
+        sample(design(cfg), [12])
 
 
 def test_ic_mix_takes_a_weighted_dimension():
@@ -98,7 +99,7 @@ def test_ic_mix_takes_a_weighted_dimension():
         "initial_conditions.mix": "[{type: gaussian_random_field, label: a, weight: 3},"
                                   " {type: gaussian_random_field, label: b, weight: 1, params: {beta: 1}}]",
     })
-    s = sample(cfg, range(1024))
+    s = sample(design(cfg), range(1024))
     assert np.bincount(s.ic_entry).tolist() == [768, 256]  # exact: Sobol stratifies the IC dimension too
 
 

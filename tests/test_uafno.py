@@ -12,7 +12,7 @@ from conftest import ROOT
 
 from spinlock.config import config_from_dict, load_config
 from spinlock.config.loading import ConfigError
-from spinlock.generate import plan_shards, prepare_output, run_shard
+from spinlock.generate import design, plan_shards, prepare_output, run_shard
 from spinlock.operators.registry import DERIVED_KEYS, get_family
 from spinlock.operators.uafno import conv_receptive_field, max_modes, modrelu, soft_threshold
 from spinlock.replay import compare_with_stored, replay_operator
@@ -113,7 +113,7 @@ def test_grid_not_divisible_by_two_to_the_levels_is_refused():
 def quickstart_modes(**overrides):
     """The quickstart-uafno space at grid 32 (levels 1-3: bottlenecks 16, 8, 4) with every row sampled."""
     cfg = tiny_uafno(**{"simulation.grid": 32, "simulation.num_operators": 256, **overrides})
-    s = sample(cfg, range(cfg.simulation.num_operators))
+    s = sample(design(cfg), range(cfg.simulation.num_operators))
     names = list(s.names)
     return cfg, s, s.values[:, names.index("levels")].astype(int), s.values[:, names.index("modes")].astype(int)
 

@@ -14,7 +14,7 @@ import pytest
 import zarr
 from conftest import tiny_config
 
-from spinlock.config.loading import ConfigError
+from spinlock.config.loading import ConfigError, config_hash
 from spinlock.errors import DataError, SpinlockError
 from spinlock.generate import pending_shards, plan_shards, prepare_output, run_shard
 from spinlock.storage.checker import check_file
@@ -166,12 +166,13 @@ def test_failed_shard_is_not_complete(tmp_path, monkeypatch):
 
 
 def test_array_of_another_run_is_refused(runs, tmp_path):
-    from spinlock.storage.zarrstore import open_for_write
+    from spinlock.storage.zarrstore import TrajectoryArray, open_for_write
 
     _, out, _ = runs
     shutil.copytree(out / "trajectories.zarr", tmp_path / "trajectories.zarr")
+    cfg = tiny_config(**ZARR, seed=3)
     with pytest.raises(SpinlockError, match="trajectory array of another run"):
-        open_for_write(tiny_config(**ZARR, seed=3), tmp_path)
+        open_for_write(TrajectoryArray.of(cfg.simulation, cfg.storage, config_hash(cfg)), tmp_path)
 
 
 def test_zarr_without_stored_trajectories_is_one_clear_error():

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from spinlock.sampling.space import sampled_dimensions
 
     cfg = load_config(args.config, args.overrides)
-    free, ic_dim = sampled_dimensions(cfg)
+    free, ic_dim = sampled_dimensions(cfg.parameters, len(cfg.initial_conditions.mix))
     print(dump_config(cfg), end="")
     print(f"# valid: config hash {config_hash(cfg)}; {cfg.simulation.num_operators} operators,"
           f" {len(free) + int(ic_dim)} Sobol dimensions, {len(cfg.parameters) - len(free)} fixed parameter(s)")

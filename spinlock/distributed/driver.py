@@ -34,6 +34,7 @@ from spinlock.storage.layout import (
 from spinlock.storage.merge import merge_shards
 from spinlock.storage.remote import RemoteStore, is_remote
 from spinlock.storage.shard import ShardInfo
+from spinlock.storage.zarrstore import TrajectoryArray, open_for_write
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,8 @@ class GenerationRun:
         if self.remote is not None:
             self._reconcile(done, todo)
         if todo and cfg.storage.trajectories.format == "zarr":
-            from spinlock.storage.zarrstore import open_for_write
-
-            open_for_write(cfg, root)  # create the array once, and refuse another run's, before any actor
+            # create the array once, and refuse another run's, before any actor
+            open_for_write(TrajectoryArray.of(cfg.simulation, cfg.storage, config_hash(cfg)), root)
         if todo:
             shape = pool_shape(cfg.distributed, len(todo), self.workers)
             self._precheck(shape)

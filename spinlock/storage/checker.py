@@ -84,7 +84,8 @@ def _check_zarr(f: h5py.File, path: Path, cfg) -> list[str]:
         return ["trajectories: an HDF5 dataset although storage.trajectories.format is zarr"]
     if zarrstore.ATTR not in f.attrs:
         return [f"missing root attribute {zarrstore.ATTR!r} (storage.trajectories.format is zarr)"]
-    return zarrstore.check(cfg, zarrstore.resolve(path, f.attrs), *zarrstore.file_rows(f))
+    spec = zarrstore.TrajectoryArray.of(cfg.simulation, cfg.storage, config_hash(cfg))
+    return zarrstore.check(spec, zarrstore.resolve(path, f.attrs), *zarrstore.file_rows(f))
 
 
 def check_tokens(ds: h5py.Dataset) -> list[str]:

@@ -8,10 +8,7 @@ from spinlock at run time, so any layer may use it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from spinlock.config.models import RunConfig
+from typing import Any
 
 # ---- OUT/ ---------------------------------------------------------------------------------------
 DATASET_FILE = "dataset.h5"
@@ -77,8 +74,7 @@ def compression_kwargs(codec: str, level: int) -> dict[str, Any]:
     return dict(hdf5plugin.Blosc(cname=codec, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
-def trajectory_chunk_steps(cfg: RunConfig) -> int:
-    """Stored steps per trajectory chunk: ~1 MiB chunks of (1 operator, 1 realization, k steps)."""
-    sim, st = cfg.simulation, cfg.storage.trajectories
-    frame = sim.channels * sim.grid * sim.grid * (2 if st.dtype == "float16" else 4)
-    return int(max(1, min(cfg.stored_steps, (1 << 20) // frame)))
+def trajectory_chunk_steps(frame_bytes: int, stored_steps: int) -> int:
+    """Stored steps per trajectory chunk: ~1 MiB chunks of (1 operator, 1 realization, k steps), a step being
+    one [C, H, W] state of ``frame_bytes``."""
+    return int(max(1, min(stored_steps, (1 << 20) // frame_bytes)))

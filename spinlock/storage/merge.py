@@ -21,7 +21,10 @@ import numpy as np
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
 from spinlock.errors import DataError
-from spinlock.storage import dims
+from spinlock.generate import design, plan_shards
+from spinlock.sampling.metrics import stratification_metrics
+from spinlock.sampling.space import all_unit_points
+from spinlock.storage import dims, zarrstore
 from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import DATASET_FILE, LARGE, SHARDS_DIR, compression_kwargs, shard_name, shard_path
 from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard
@@ -62,8 +65,6 @@ def verified_shards(cfg: RunConfig, out_dir: str | Path, known: Mapping[int, Sha
     ``known``: infos already read this run (``pending_shards``) are reused while their file is unchanged,
     so a resumed run opens each shard once, not twice. Others are read with one open each.
     """
-    from spinlock.generate import plan_shards
-
     out, chash, known = Path(out_dir), config_hash(cfg), known or {}
     infos: list[ShardInfo] = []
     bad: dict[int, str] = {}
@@ -112,10 +113,6 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
 
     ``shards``: per-shard infos already verified this run (see :func:`verified_shards`).
     """
-    from spinlock.generate import plan_shards
-    from spinlock.sampling.metrics import stratification_metrics
-    from spinlock.sampling.space import all_unit_points
-
     out = Path(out_dir)
     mode = mode or cfg.storage.merge
     specs = plan_shards(cfg)
@@ -142,11 +139,10 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
         g.attrs["num_shards"] = len(specs)
         g.attrs["merge"] = mode
         if "trajectories_store" in f0.attrs:  # Zarr trajectories: record where, refuse missing chunks
-            from spinlock.storage import zarrstore
-
             g.attrs["trajectories_store"] = f0.attrs["trajectories_store"]
             loc = zarrstore.resolve(target, g.attrs)
-            if problems := zarrstore.check(cfg, loc, 0, n):
+            spec = zarrstore.TrajectoryArray.of(cfg.simulation, cfg.storage, config_hash(cfg))
+            if problems := zarrstore.check(spec, loc, 0, n):
                 raise DataError(f"merge: {'; '.join(problems)}")
             zarrstore.consolidate(loc)
         for name in _datasets(f0):
@@ -180,6 +176,6 @@ def merge_shards(cfg: RunConfig, out_dir: str | Path, mode: str | None = None,
                         ds[start : start + info.rows] = fs[name][()]
             start += info.rows
         dims.attach_all(g, {"operator": index})  # not read back through the virtual datasets
-        g["parameters"].attrs["stratification"] = json.dumps(stratification_metrics(all_unit_points(cfg)))
+        g["parameters"].attrs["stratification"] = json.dumps(stratification_metrics(all_unit_points(design(cfg))))
     durable_replace(tmp, target)
     return target

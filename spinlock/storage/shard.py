@@ -15,8 +15,7 @@ import h5py
 import numpy as np
 
 from spinlock import FORMAT_VERSION, __version__
-from spinlock.config.loading import config_hash, dump_config
-from spinlock.config.models import RunConfig
+from spinlock.config.models import SimulationConfig, StorageConfig
 from spinlock.storage import dims
 from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import compression_kwargs, trajectory_chunk_steps
@@ -33,18 +32,27 @@ class ShardWriter:
     def __init__(
         self,
         path: Path,
-        cfg: RunConfig,
         shard_id: int,
         indices: np.ndarray,
+        *,
+        sim: SimulationConfig,
+        storage: StorageConfig,
+        seed: int,
+        config: str,
+        config_hash: str,
         param_names: tuple[str, ...],
         choices_json: str,
         feature_names: dict[str, tuple[str, ...]],
         temporal_steps: list[int],
         trajectories: ZarrTrajectoryWriter | None = None,
-        *,
         device: str,
     ):
-        """``trajectories``: with ``storage.trajectories.format: zarr``, the writer of this shard's rows of
+        """``sim``/``storage``: the run's sections that fix the datasets' shapes, dtypes and codec.
+
+        ``seed``, ``config`` (the run's YAML) and ``config_hash``: the provenance in the root attrs, which
+        resume and merge match against.
+
+        ``trajectories``: with ``storage.trajectories.format: zarr``, the writer of this shard's rows of
         the Zarr array; the file then records its location instead of holding /trajectories.
 
         ``device``: the device type the rollouts run on (``cpu``/``cuda``), recorded with the precision
@@ -52,18 +60,19 @@ class ShardWriter:
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        sim, st = cfg.simulation, cfg.storage
+        st = storage
+        stored = list(range(0, sim.steps + 1, st.trajectories.stride))
         n, C, H = len(indices), sim.channels, sim.grid
-        M, Ts = sim.realizations, cfg.stored_steps
-        self.cfg, self.n, self.zarr = cfg, n, trajectories
-        frame = C * H * H * (2 if st.trajectories.dtype == "float16" else 4)
-        self.ts_chunk = trajectory_chunk_steps(cfg)
+        M, Ts = sim.realizations, len(stored)
+        self.n, self.zarr = n, trajectories
+        frame = C * H * H * np.dtype(st.trajectories.dtype).itemsize
+        self.ts_chunk = trajectory_chunk_steps(frame, Ts)
         cache = max(64 << 20, int(1.5 * sim.batch_operators * M * frame * self.ts_chunk))
         self.f = h5py.File(self.tmp, "w", rdcc_nbytes=cache, rdcc_nslots=100_003)
         f = self.f
         f.attrs.update(
-            format_version=FORMAT_VERSION, spinlock_version=__version__, seed=cfg.seed,
-            config=dump_config(cfg), config_hash=config_hash(cfg), shard_id=shard_id,
+            format_version=FORMAT_VERSION, spinlock_version=__version__, seed=seed,
+            config=config, config_hash=config_hash, shard_id=shard_id,
             operator_start=int(indices[0]) if n else 0, operator_stop=int(indices[-1]) + 1 if n else 0,
             complete=False, device=device, precision=sim.precision,
         )
@@ -87,7 +96,7 @@ class ShardWriter:
                 chunks=(1, 1, self.ts_chunk, C, H, H), **comp,
             )
             d.attrs["stride"] = st.trajectories.stride
-            d.attrs["steps"] = list(range(0, sim.steps + 1, st.trajectories.stride))
+            d.attrs["steps"] = stored
         f.create_dataset("status", (n,), np.int8)
         f.create_dataset("status_step", (n,), np.int32)
         for fam, names in feature_names.items():

@@ -27,13 +27,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spinlock.config.loading import config_hash
-from spinlock.config.models import RunConfig
+from spinlock.config.models import SimulationConfig, StorageConfig
 from spinlock.errors import DataError, SpinlockError
 from spinlock.storage.dims import TRAJECTORY_DIMS
 from spinlock.storage.durable import fsync_path
@@ -82,19 +82,31 @@ def compressors(codec: str, level: int) -> list[Any] | None:
     return [BloscCodec(cname=codec, clevel=level, shuffle="shuffle")]
 
 
-def expected(cfg: RunConfig) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
-    """(shape, chunks, dtype) of the run's array."""
-    sim = cfg.simulation
-    shape = (sim.num_operators, sim.realizations, cfg.stored_steps, sim.channels, sim.grid, sim.grid)
-    chunks = (1, 1, trajectory_chunk_steps(cfg), sim.channels, sim.grid, sim.grid)
-    return shape, chunks, np.dtype(cfg.storage.trajectories.dtype)
+@dataclass(frozen=True)
+class TrajectoryArray:
+    """The run's array as its config fixes it: what :func:`open_for_write` creates and :func:`check` expects."""
+
+    shape: tuple[int, ...]  # [N, M, Ts, C, H, W]
+    chunks: tuple[int, ...]  # (1, 1, k, C, H, W)
+    dtype: np.dtype
+    steps: tuple[int, ...]  # the stored step numbers: the ``time`` coordinate
+    stride: int
+    codec: str
+    level: int
+    config_hash: str
+
+    @classmethod
+    def of(cls, sim: SimulationConfig, storage: StorageConfig, config_hash: str) -> TrajectoryArray:
+        traj = storage.trajectories
+        steps = tuple(range(0, sim.steps + 1, traj.stride))
+        frame = (sim.channels, sim.grid, sim.grid)
+        dtype = np.dtype(traj.dtype)
+        k = trajectory_chunk_steps(math.prod(frame) * dtype.itemsize, len(steps))
+        return cls((sim.num_operators, sim.realizations, len(steps), *frame), (1, 1, k, *frame), dtype, steps,
+                   traj.stride, storage.codec, storage.level, config_hash)
 
 
-def _steps(cfg: RunConfig) -> np.ndarray:
-    return np.arange(0, cfg.simulation.steps + 1, cfg.storage.trajectories.stride, dtype=np.int64)
-
-
-def _ensure_group(cfg: RunConfig, loc: str) -> None:
+def _ensure_group(spec: TrajectoryArray, loc: str) -> None:
     """The group and its ``time`` coordinate, (re)written unless present and right: every shard checks,
     so a creator that died half-way is repaired by the next (concurrent writers write the same bytes)."""
     import zarr
@@ -105,7 +117,7 @@ def _ensure_group(cfg: RunConfig, loc: str) -> None:
     except ContainsArrayError:
         raise SpinlockError(f"{loc} is a bare Zarr array written by an older Spinlock (the trajectories"
                             " are now the array 'trajectories' of a group); use a new --out") from None
-    steps = _steps(cfg)
+    steps = np.asarray(spec.steps, dtype=np.int64)
     try:
         ok = np.array_equal(zarr.open_array(f"{loc}/time", mode="r")[:], steps)
     except (FileNotFoundError, ValueError):
@@ -114,28 +126,26 @@ def _ensure_group(cfg: RunConfig, loc: str) -> None:
         zarr.create_array(f"{loc}/time", data=steps, dimension_names=("time",), overwrite=True)
 
 
-def open_for_write(cfg: RunConfig, root: str | os.PathLike[str]):
+def open_for_write(spec: TrajectoryArray, root: str | os.PathLike[str]):
     """Open the run's array for writing, creating the group and array on first use (idempotent; safe to
     race: every creator writes the same metadata). Refuses an array of another run."""
     import zarr
     from zarr.errors import ContainsArrayError
 
     loc = location(root)
-    _ensure_group(cfg, loc)
+    _ensure_group(spec, loc)
     path = f"{loc}/{ARRAY}"
     try:
         arr = zarr.open_array(path, mode="r+", config=_WRITE_CONFIG)
     except FileNotFoundError:
-        shape, chunks, dtype = expected(cfg)
-        st = cfg.storage
-        attrs = {"stride": st.trajectories.stride, "steps": _steps(cfg).tolist(), "config_hash": config_hash(cfg)}
+        attrs = {"stride": spec.stride, "steps": list(spec.steps), "config_hash": spec.config_hash}
         try:
-            arr = zarr.create_array(path, shape=shape, chunks=chunks, dtype=dtype, fill_value=np.nan,
-                                    compressors=compressors(st.codec, st.level), attributes=attrs,
+            arr = zarr.create_array(path, shape=spec.shape, chunks=spec.chunks, dtype=spec.dtype, fill_value=np.nan,
+                                    compressors=compressors(spec.codec, spec.level), attributes=attrs,
                                     dimension_names=TRAJECTORY_DIMS, config=_WRITE_CONFIG)
         except ContainsArrayError:  # another shard created it meanwhile
             arr = zarr.open_array(path, mode="r+", config=_WRITE_CONFIG)
-    problems = _metadata_problems(cfg, arr)
+    problems = _metadata_problems(spec, arr)
     if problems:
         raise SpinlockError(f"{loc} holds a trajectory array of another run ({'; '.join(problems)});"
                             " use a new --out")
@@ -152,8 +162,8 @@ def open_read(loc: str):
         raise DataError(f"cannot open the Zarr trajectory array {loc}/{ARRAY}: {e}") from None
 
 
-def _metadata_problems(cfg: RunConfig, arr) -> list[str]:
-    shape, chunks, dtype = expected(cfg)
+def _metadata_problems(spec: TrajectoryArray, arr) -> list[str]:
+    shape, chunks, dtype = spec.shape, spec.chunks, spec.dtype
     out = []
     if tuple(arr.shape) != shape:
         out.append(f"shape {tuple(arr.shape)}, expected {shape}")
@@ -166,8 +176,8 @@ def _metadata_problems(cfg: RunConfig, arr) -> list[str]:
     for a in ("stride", "steps", "config_hash"):
         if a not in arr.attrs:
             out.append(f"missing attribute {a!r}")
-    if arr.attrs.get("config_hash", config_hash(cfg)) != config_hash(cfg):
-        out.append(f"config hash {arr.attrs['config_hash']} != {config_hash(cfg)}")
+    if arr.attrs.get("config_hash", spec.config_hash) != spec.config_hash:
+        out.append(f"config hash {arr.attrs['config_hash']} != {spec.config_hash}")
     return out
 
 
@@ -208,18 +218,18 @@ def _present_keys(loc: str) -> set[str]:
     return {p[len(prefix):] for p in fs.find(prefix + "c")}
 
 
-def check(cfg: RunConfig, loc: str, start: int, stop: int) -> list[str]:
+def check(spec: TrajectoryArray, loc: str, start: int, stop: int) -> list[str]:
     """Problems of the array at ``loc`` for operator rows [start, stop): metadata and missing chunks."""
     try:
         arr = open_read(loc)
     except DataError as e:
         return [str(e)]
-    problems = [f"{TRAJECTORIES_ZARR}: {p}" for p in _metadata_problems(cfg, arr)]
+    problems = [f"{TRAJECTORIES_ZARR}: {p}" for p in _metadata_problems(spec, arr)]
     try:
         import zarr
 
-        if not np.array_equal(zarr.open_array(f"{loc}/time", mode="r")[:], _steps(cfg)):
-            problems.append(f"{TRAJECTORIES_ZARR}/time: not the stored steps {_steps(cfg).tolist()}")
+        if not np.array_equal(zarr.open_array(f"{loc}/time", mode="r")[:], spec.steps):
+            problems.append(f"{TRAJECTORIES_ZARR}/time: not the stored steps {list(spec.steps)}")
     except (FileNotFoundError, OSError, ValueError) as e:
         problems.append(f"{TRAJECTORIES_ZARR}/time: cannot read the coordinate array ({e})")
     if problems:
@@ -232,7 +242,7 @@ def check(cfg: RunConfig, loc: str, start: int, stop: int) -> list[str]:
     return problems
 
 
-def covered(cfg: RunConfig, root: str | os.PathLike[str], ranges: list[tuple[int, int]]) -> list[bool]:
+def covered(root: str | os.PathLike[str], ranges: list[tuple[int, int]]) -> list[bool]:
     """For each operator range [start, stop): are all its chunks written? (one listing of the store)"""
     loc = location(root)
     try:
@@ -252,8 +262,8 @@ class ZarrTrajectoryWriter:
     so nothing is ever read back from the store.
     """
 
-    def __init__(self, cfg: RunConfig, root: str | os.PathLike[str], shard_start: int, shard_stop: int):
-        self.arr = open_for_write(cfg, root)
+    def __init__(self, spec: TrajectoryArray, root: str | os.PathLike[str], shard_start: int, shard_stop: int):
+        self.arr = open_for_write(spec, root)
         self.recorded = recorded_location(root)
         self.start, self.stop = shard_start, shard_stop
         self.k, self.ts = self.arr.chunks[2], self.arr.shape[2]
