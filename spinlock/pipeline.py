@@ -12,7 +12,12 @@ from pathlib import Path
 
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
+from spinlock.distributed.cluster import ray_session
+from spinlock.distributed.driver import generate
+from spinlock.distributed.tokenize_stage import tokenize_run
 from spinlock.storage.layout import DATASET_FILE, REPORT_DIR, TOKENIZER_DIR
+from spinlock.storage.remote import RemoteStore, check_location, is_remote
+from spinlock.viz.report import write_report
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, address: str | None = None, workers: int | None = None,
@@ -24,12 +29,6 @@ def run_pipeline(cfg: RunConfig, out: str | Path, address: str | None = None, wo
     ``tokens.parquet`` and ``dataset.h5`` with ``/tokens`` by tokenize (Ray Train checkpoints live in the
     bucket), and ``report/`` last. Returns a small summary (locations as given, URIs for a bucket).
     """
-    from spinlock.distributed.cluster import ray_session
-    from spinlock.distributed.driver import generate
-    from spinlock.distributed.tokenize_stage import tokenize_run
-    from spinlock.storage.remote import RemoteStore, check_location, is_remote
-    from spinlock.viz.report import write_report
-
     out = check_location(out, "--out")
     store = RemoteStore(out) if is_remote(out) else None
     if store is not None:

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from spinlock.config.strict import Strict
+from spinlock.ics.registry import get_ic_type
 
 
 class ICEntry(Strict):
@@ -23,8 +24,6 @@ class ICEntry(Strict):
 
     @model_validator(mode="after")
     def _resolve(self) -> ICEntry:
-        from spinlock.ics.registry import get_ic_type
-
         ic = get_ic_type(self.type)
         try:
             resolved = ic.params(**self.params).model_dump(mode="json")

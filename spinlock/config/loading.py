@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,6 @@ class ConfigError(SpinlockError, ValueError):
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """Walk ``loc`` through nested pydantic models (best effort, for listing allowed keys)."""
-    import typing
-
     cur: Any = model
     for part in loc:
         if not (isinstance(cur, type) and issubclass(cur, BaseModel)):

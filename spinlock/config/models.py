@@ -17,6 +17,7 @@ from spinlock.config.parameters import ParameterSpec
 from spinlock.config.strict import Strict
 from spinlock.config.tokenizer import TokenizerConfig
 from spinlock.operators.names import FAMILY_NAMES
+from spinlock.operators.registry import get_family
 
 
 class SamplingConfig(Strict):
@@ -115,8 +116,6 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        from spinlock.operators.registry import get_family
-
         family = get_family(self.operators.family)
         space = self.parameters if self.parameters is not None else family.default_space()
         family.validate_space(space)

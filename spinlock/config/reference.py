@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from spinlock.config.models import RunConfig
+from spinlock.operators.registry import get_family
 
 HEADER = """# Configuration reference
 
@@ -156,8 +157,6 @@ def render() -> str:
         out.append(f"| `{name}` | {_type_name(f.annotation)}{' (' + cons + ')' if cons else ''} | {_default(f)} |"
                    f" {docs.get(name, '')} |")
     out += ["", PARAMETERS]
-    from spinlock.operators.registry import get_family
-
     for fam_name in typing.get_args(RunConfig.model_fields["operators"].annotation.model_fields["family"].annotation):
         try:
             fam = get_family(fam_name)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
+from ray._private.state import state
 
 from spinlock.config.distributed import DistributedConfig
 from spinlock.errors import SpinlockError
@@ -64,8 +65,6 @@ def _autoscaler_max(resource: str) -> float:
     record (``get_max_resources_from_cluster_config``), which reports an unbounded group as
     ``sys.maxsize``. That value is mapped to ``inf`` here so no caller mistakes it for a count.
     """
-    from ray._private.state import state
-
     limits = state.get_max_resources_from_cluster_config() or {}
     value = float(limits.get(resource, 0) or 0)
     return math.inf if value >= sys.maxsize else value

@@ -15,6 +15,9 @@ import logging
 import os
 from pathlib import Path
 
+import ray
+import torch
+
 from spinlock.config.loading import config_hash
 from spinlock.config.models import RunConfig
 from spinlock.distributed import cluster
@@ -112,9 +115,6 @@ class GenerationRun:
 
     def _precheck(self, shape: PoolShape) -> None:
         """Settings the pool cannot run fail here, before any actor starts."""
-        import ray
-        import torch
-
         if shape.num_gpus > 0 and self.embedded and not ray.cluster_resources().get("GPU"):
             raise SpinlockError(
                 f"distributed.gpus_per_actor is {shape.num_gpus:g} but this machine's Ray has no GPU and no"

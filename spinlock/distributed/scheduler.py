@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
+from tqdm.auto import tqdm
 
 from spinlock.config.models import RunConfig
 from spinlock.distributed.cluster import PoolShape
@@ -85,8 +86,6 @@ class ShardScheduler:
 
     def run(self, specs: list[ShardSpec], already_done: int = 0) -> PoolReport:
         """Generate every shard of ``specs``; never raises for a failing shard (see ``PoolReport.failed``)."""
-        from tqdm.auto import tqdm
-
         report = PoolReport()
         t0 = time.perf_counter()
         queue = deque(specs)

@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 import ray
+import torch
 
 from spinlock.config.models import RunConfig
 from spinlock.distributed.metrics import WorkerMetrics
 from spinlock.generate import ShardSpec, ShardSummary, check_runnable, run_shard
 from spinlock.storage.layout import FEATURES_DIR, SHARDS_DIR, parquet_path, shard_name, shard_path
+from spinlock.storage.remote import RemoteStore
 
 
 @ray.remote(concurrency_groups={"progress": 1})
@@ -29,15 +31,11 @@ class ShardWorker:
 
     def __init__(self, cfg: RunConfig, out: str, run_tag: str, actor: str, threads: int,
                  remote_url: str | None = None, driver_node: str | None = None):
-        import torch
-
         torch.set_num_threads(threads)
         check_runnable(cfg)  # e.g. bf16 on a node without CUDA: fail at creation, naming the setting
         self.cfg = cfg
         self.remote = None
         if remote_url is not None:
-            from spinlock.storage.remote import RemoteStore
-
             self.remote = RemoteStore(remote_url)
             self.out = self.remote.staging(cfg.distributed.staging_dir)
             # on the driver's node the driver reads the staged files directly; elsewhere free the disk

@@ -54,7 +54,7 @@ class ICReader:
         if self._file is None or self._pid != os.getpid():
             try:
                 if is_remote(self.path):
-                    import fsspec
+                    import fsspec  # deferred: only object-store paths need it
 
                     fs, key = fsspec.core.url_to_fs(self.path)
                     f = h5py.File(fs.open(key, "rb", block_size=4 << 20), "r")

@@ -19,6 +19,7 @@ of ``tokens.parquet``. Encoding other data with a saved tokenizer gives the same
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -164,8 +165,6 @@ class TokenLayout:
 def read_parquet_layout(schema, source: str = TOKENS_FILE) -> TokenLayout:
     """The layout of a ``tokens.parquet`` table from its ``spinlock`` schema metadata (a ``pyarrow.Schema``),
     checked against its columns (``operator_index``, then one per position)."""
-    import json
-
     meta = (schema.metadata or {}).get(b"spinlock")
     try:
         positions = json.loads(meta)["positions"]

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS
 from spinlock.encoding.schema import FeatureBatch, FeatureSchema
@@ -212,7 +213,7 @@ def read_feature_batch(run_dir: str | Path, schema: FeatureSchema, operators: np
 def encode_operators(tokenizer: Tokenizer, run_dir: str | Path, operators: np.ndarray | list[int]) -> np.ndarray:
     """Tokens [len(operators), positions] of operators of any run (its features and, for a tokenizer with
     an IC branch, its stored initial conditions), encoded in-process with a trained ``tokenizer``."""
-    from spinlock.encoding.icfields import ICReader
+    # deferred: the reader imports the feature modules (SciPy), which only an IC branch's lookup needs
     from spinlock.storage.reader import dataset_file
 
     ops = np.asarray(operators, np.int64)

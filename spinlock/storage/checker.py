@@ -18,7 +18,9 @@ import numpy as np
 import yaml
 
 from spinlock.config.loading import config_from_dict, config_hash
-from spinlock.storage import dims
+from spinlock.errors import DataError
+from spinlock.storage import dims, zarrstore
+from spinlock.storage.remote import is_remote, local_copy
 
 # path, shape symbols, dtype kind ("i8" etc. or "str"), required attrs, optional?
 SPEC: list[tuple[str, tuple[str, ...], str, tuple[str, ...], bool]] = [
@@ -78,8 +80,6 @@ def _dtype_ok(ds: h5py.Dataset, want: str) -> bool:
 
 def _check_zarr(f: h5py.File, path: Path, cfg) -> list[str]:
     """With ``storage.trajectories.format: zarr``: the recorded array's metadata and this file's chunks."""
-    from spinlock.storage import zarrstore
-
     if "trajectories" in f:
         return ["trajectories: an HDF5 dataset although storage.trajectories.format is zarr"]
     if zarrstore.ATTR not in f.attrs:
@@ -90,8 +90,7 @@ def _check_zarr(f: h5py.File, path: Path, cfg) -> list[str]:
 
 def check_tokens(ds: h5py.Dataset) -> list[str]:
     """The layout attributes of ``/tokens`` against its width, and every code inside [0, K) of its column."""
-    from spinlock.encoding.layout import TokenLayout
-    from spinlock.errors import DataError
+    from spinlock.encoding.layout import TokenLayout  # deferred: it imports torch and the quantizer library
 
     try:
         layout = TokenLayout.from_attrs(ds.attrs, "tokens")
@@ -103,8 +102,6 @@ def check_tokens(ds: h5py.Dataset) -> list[str]:
 
 def check_file(path: str | Path) -> list[str]:
     """Problems found in a shard or dataset file (empty list = conforms)."""
-    from spinlock.storage.remote import is_remote, local_copy
-
     problems: list[str] = []
     if is_remote(path):
         path = local_copy(path)  # fetched to the node's cache

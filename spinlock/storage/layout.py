@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import hdf5plugin
+
 # ---- OUT/ ---------------------------------------------------------------------------------------
 DATASET_FILE = "dataset.h5"
 CONFIG_FILE = "config.yaml"
@@ -69,8 +71,6 @@ def compression_kwargs(codec: str, level: int) -> dict[str, Any]:
         return {}
     if codec == "gzip":
         return {"compression": "gzip", "compression_opts": level}
-    import hdf5plugin
-
     return dict(hdf5plugin.Blosc(cname=codec, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 

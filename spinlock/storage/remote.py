@@ -73,7 +73,7 @@ class RemoteStore:
     """One run's output folder in an object store, addressed by paths relative to ``OUT``."""
 
     def __init__(self, url: str):
-        import fsspec
+        import fsspec  # deferred: the CLI imports this module to check every --out, local ones too
 
         if not is_remote(url):
             raise SpinlockError(f"--out {url!r} is not an object-store URI ({', '.join(REMOTE_SCHEMES)})")
@@ -162,7 +162,7 @@ class RemoteStore:
     def arrow_filesystem(self):
         """This store's fsspec filesystem as a pyarrow filesystem (Ray Data, Ray Train), so credentials and
         endpoints resolve exactly as for every other access (``AWS_ENDPOINT_URL`` included)."""
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
+        from pyarrow.fs import FSSpecHandler, PyFileSystem  # deferred: heavy, and only Ray Data/Train need it
 
         return PyFileSystem(FSSpecHandler(self.fs))
 

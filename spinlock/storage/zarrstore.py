@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from spinlock.storage.durable import fsync_path
 from spinlock.storage.layout import TRAJECTORIES_ZARR, trajectory_chunk_steps
 from spinlock.storage.remote import is_remote
 
+# zarr (~0.3 s) and fsspec are imported inside the functions that use them: every reader imports this module
+# for open_trajectories, and an HDF5 run never needs either.
 ATTR = "trajectories_store"
 ARRAY = "trajectories"  # the array's name inside the group; its coordinate array is "time"
 # every chunk is written, even all-NaN ones (diverged rows), so a missing key always means "not written"
@@ -184,8 +187,6 @@ def _metadata_problems(spec: TrajectoryArray, arr) -> list[str]:
 def consolidate(loc: str) -> None:
     """Write the group's consolidated metadata (once all shards are done), so ``xarray.open_zarr`` opens
     the group with one read and without its warning about non-consolidated stores."""
-    import warnings
-
     import zarr
     from zarr.errors import ZarrUserWarning
 
