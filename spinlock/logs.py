@@ -127,6 +127,7 @@ def _filter_worker_stream() -> None:
     Ray streams through a private dispatcher; if it moves, the output stays Ray's default (all lines).
     """
     try:
+        # deferred like quiet_ray_data's import, and guarded: a private module
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
     except ImportError:
         return
