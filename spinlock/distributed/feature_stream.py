@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import ray
+import torch
 
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
@@ -128,8 +129,6 @@ class _Encode:
     """Actor: raw block → tokens [B, positions] and learned IC embedding [B, 28] for every row."""
 
     def __init__(self, tokenizer: Tokenizer, ic_path: str | None):
-        import torch
-
         self.tokenizer = tokenizer.to("cuda" if torch.cuda.is_available() else "cpu")
         self.reader = ICReader(ic_path) if ic_path else None
 

@@ -195,7 +195,7 @@ def read_operators(path: str | Path, fields: Sequence[str] | None = None, rows_p
     Rows are read by an actor pool of ``actors`` (each with its own file handle), ``rows_per_block``
     operators per read.
     """
-    import ray
+    import ray  # deferred: heavy, and no other reader needs it
 
     p = str(dataset_file(path))
     present = available_fields(p)

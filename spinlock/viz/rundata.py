@@ -349,7 +349,7 @@ class RunData:
         return np.ascontiguousarray(full[reals][:, steps], dtype=np.float32)
 
     def _replay(self, row: int) -> np.ndarray:
-        from spinlock.replay import replay_operator
+        from spinlock.replay import replay_operator  # deferred: the generation stack, for unstored trajectories only
 
         out = replay_operator(self.out_dir, int(self.operator_index[row])).trajectory
         if out.ndim != 5:
