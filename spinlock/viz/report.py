@@ -60,7 +60,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def dataset_section(run: RunData, out: Path) -> Section:
     s = Section("Dataset")
-    status = Counter(status_name(c) for c in run.status.tolist())
+    status = Counter({status_name(c): int(k) for c, k in zip(*np.unique(run.status, return_counts=True), strict=True)})
     s.table = [
         ("dataset", str(run.dataset_path)),
         ("operators N", str(run.n)),
@@ -79,8 +79,8 @@ def dataset_section(run: RunData, out: Path) -> Section:
         ("feature widths", ", ".join(f"{k}: {v}" for k, v in run.feature_widths.items()) or "no features"),
         ("tokens", "present" if run.has_tokens else "absent (tokenizer not run)"),
     ]
-    if run.ic_types is not None:
-        counts = Counter(run.ic_types.tolist())
+    counts = run.ic_type_counts()
+    if counts is not None:
         names = sorted(counts, key=lambda k: (-counts[k], k))
         fig = Figure(figsize=(6.0, 0.9 + 0.22 * len(names)), dpi=100)
         FigureCanvasAgg(fig)

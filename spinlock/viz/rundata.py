@@ -155,7 +155,6 @@ class RunData:
         with self._open() as f:
             self.operator_index = np.asarray(f["operators/index"][()], dtype=np.int64)
             self.status = np.asarray(f["status"][()], dtype=np.int64) if "status" in f else None
-            self.ic_types = _decode_str(f["ics/type"][()]) if "ics/type" in f else None
             self.ic_shape = tuple(int(s) for s in f["ics/fields"].shape[1:]) if "ics/fields" in f else None
             self.seed = int(f.attrs.get("seed", 0))
             self._config_attr = f.attrs.get("config")
@@ -173,6 +172,19 @@ class RunData:
         if self.status is None:
             self.status = np.zeros(self.n, dtype=np.int64)
         self._by_index = np.argsort(self.operator_index, kind="stable")  # rows_of looks indices up in it
+
+    def ic_type_counts(self) -> dict[str, int] | None:
+        """Operators per initial-condition type (``/ics/type``, counted in row blocks), or ``None``."""
+        with self._open() as f:
+            if "ics/type" not in f:
+                return None
+            ds = f["ics/type"]
+            counts: dict[str, int] = {}
+            for a in range(0, ds.shape[0], 1 << 16):
+                names, n = np.unique(np.asarray(ds[a:a + (1 << 16)]), return_counts=True)
+                for name, k in zip(_decode_str(names).tolist(), n.tolist(), strict=True):
+                    counts[name] = counts.get(name, 0) + k
+        return counts
 
     def _open(self) -> h5py.File:
         try:
