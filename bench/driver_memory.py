@@ -12,6 +12,10 @@ embedded Ray done), its peak, and from two runs the growth of the peak per opera
 Usage::
 
     PYTHONPATH=. python bench/driver_memory.py RUN_DIR [RUN_DIR ...] [--stages encode report visualize]
+        [--plot-limit K]
+
+``--plot-limit K`` sets ``spinlock.viz.rundata.MAX_PLOT_OPERATORS`` (default 20 000) in the children, so
+small runs show how report and visualize behave above the figures' sample size.
 """
 
 from __future__ import annotations
@@ -32,14 +36,17 @@ def _rss() -> int:
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _stage(stage: str, run: str, result: str) -> None:
+def _stage(stage: str, run: str, result: str, plot_limit: int | None) -> None:
     """Child process: one stage on one run; ``{"start": bytes, "peak": bytes, "n": operators}`` to ``result``."""
     import h5py
 
     from spinlock.cli.main import main as cli
     from spinlock.distributed.tokenize_stage import encode_run
+    from spinlock.viz import rundata
     from spinlock.viz.report import write_report
 
+    if plot_limit is not None:
+        rundata.MAX_PLOT_OPERATORS = plot_limit
     with h5py.File(Path(run, "dataset.h5"), "r") as f:
         n = int(f["operators/index"].shape[0])
     if stage == "encode":
@@ -74,6 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="tokenized run directories (two or more sizes)")
     ap.add_argument("--stages", nargs="+", default=["encode", "report", "visualize"])
+    ap.add_argument("--plot-limit", type=int, help="MAX_PLOT_OPERATORS in the children (default: the package's)")
     args = ap.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), platform.machine())
     print(f"machine: {cpu}, {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -83,7 +91,7 @@ def main() -> None:
             rows = []
             for run in args.runs:
                 result = Path(tmp, "result.json")
-                proc = mp.get_context("spawn").Process(target=_stage, args=(stage, run, str(result)))
+                proc = mp.get_context("spawn").Process(target=_stage, args=(stage, run, str(result), args.plot_limit))
                 proc.start()
                 proc.join()
                 if proc.exitcode != 0:
