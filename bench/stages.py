@@ -10,7 +10,7 @@ Each N runs in a fresh child process (the "driver", with its own embedded Ray) t
   clean       ``fit_cleaner`` (Ray Data passes over the feature Parquet)
   categories  ``CategoryDiscovery.fit``
   train       ``fit_vqvae`` with 1 epoch
-  encode      ``encode_dataset`` (actor pool) and ``write_tokens``
+  encode      ``encode_dataset`` (actor pool, blocks into a ``TokenWriter``) and ``TokenWriter.write``
   report      ``write_report``
   info        ``check_file`` + ``describe`` (``spinlock info --check``)
   visualize   ``spinlock visualize`` with its defaults
@@ -121,7 +121,7 @@ def driver(n: int, out: str, result: str) -> None:
     stage.CategoryDiscovery.fit = lambda self, *a, **k: timed(meter, "categories", real_fit)(self, *a, **k)
     stage.fit_vqvae = timed(meter, "train", stage.fit_vqvae)
     stage.encode_dataset = timed(meter, "encode", stage.encode_dataset)
-    stage.write_tokens = timed(meter, "encode", stage.write_tokens)
+    stage.TokenWriter.write = timed(meter, "encode", stage.TokenWriter.write)
     with meter.stage("tokenize"):
         stage.tokenize_run(out, cfg.tokenizer, cfg.seed, config_hash(cfg), log=lambda s: None)
     ray.shutdown()

@@ -25,7 +25,7 @@ def test_run_data_metadata(run_dir):
     assert run.stored_steps.tolist() == [0, 2, 4, 6, 8] and run.stored_stride == 2
     assert run.feature_widths == {"initial": 3, "architecture": 2, "summary": 6, "temporal": 2}
     assert run.ok_rows.tolist() == [i for i in range(12) if i != 4]
-    assert list(run.ic_types[:3]) == ["sine", "cosine", "noise"]
+    assert run.ic_type_counts() == {"sine": 4, "cosine": 4, "noise": 4}
     tok = run.tokens()
     assert tok.codes.shape == (12, 2, 3) and tok.categories == ["amplitude", "structure"]
     np.testing.assert_array_equal(tok.codes[:, 0, 0], run_dir.k - 1)

@@ -12,7 +12,8 @@ functions over one block; here they run as Ray Data tasks/actors over the per-sh
   their pooled initial conditions, materialized for the multi-epoch Ray Train fit.
 * :func:`encode_dataset` — tokens and learned IC embedding for every operator: an actor pool holds
   the model (on a GPU when the actor has one), sized from config (``tokenizer.data_actors``), never
-  from the cluster's CPU count, so Ray Data's read tasks always find a free CPU.
+  from the cluster's CPU count, so Ray Data's read tasks always find a free CPU; each encoded block
+  goes to a :class:`~spinlock.encoding.outputs.TokenWriter` as it arrives.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from spinlock.storage.layout import FEATURE_TABLE_GLOB, FEATURES_DIR
 from spinlock.storage.remote import RemoteStore, is_remote
 
 if TYPE_CHECKING:  # the encode actors import it; the cleaning tasks need not (see spinlock.encoding.inputs)
+    from spinlock.encoding.outputs import TokenWriter
     from spinlock.encoding.tokenizer import Tokenizer
 
 
@@ -143,9 +145,10 @@ class _Encode:
 
 
 def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | None, actors: int,
-                   num_gpus: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(operator_index [N], tokens [N, positions] int32 in the tokenizer's layout, embedding [N, 28] or None)
-    for every row of ``ds``.
+                   writer: TokenWriter, num_gpus: float = 0.0) -> int:
+    """Encode every row of ``ds`` into ``writer`` (tokens in the tokenizer's layout, and the learned IC
+    embedding), block by block as the blocks arrive, so the driver never holds them all; returns the
+    number of rows.
 
     ``actors`` encoders (1 CPU and ``num_gpus`` GPUs each) each hold one copy of the tokenizer.
     """
@@ -158,16 +161,12 @@ def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | No
         num_cpus=1,
         num_gpus=num_gpus,
     )
-    idx, toks, embs = [], [], []
+    rows = 0
     for b in encoded.iter_batches(batch_size=None, batch_format="numpy"):
-        idx.append(b["operator_index"])
-        toks.append(b["tokens"])
-        if "embedding" in b:
-            embs.append(b["embedding"])
-    if not idx:
-        return np.zeros(0, np.int64), np.zeros((0, tokenizer.n_tokens), np.int32), None
-    emb = np.concatenate(embs).astype(np.float32) if embs else None
-    return np.concatenate(idx).astype(np.int64), np.concatenate(toks).astype(np.int32), emb
+        writer.add(b["operator_index"].astype(np.int64), b["tokens"].astype(np.int32),
+                   b["embedding"].astype(np.float32) if "embedding" in b else None)
+        rows += len(b["operator_index"])
+    return rows
 
 
 class ShardBatches:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import ray
 
@@ -26,8 +25,7 @@ from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import stored_ic_shape
 from spinlock.encoding.layout import TokenLayout
-from spinlock.encoding.metrics import token_health
-from spinlock.encoding.outputs import write_tokens
+from spinlock.encoding.outputs import TokenWriter
 from spinlock.encoding.plan import codebook_message, layout_message, plan_model, train_settings
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import Tokenizer
@@ -126,19 +124,17 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
             f.write(json.dumps(record) + "\n")
 
     gpus = 1.0 if resolve_use_gpu(cfg.training.use_gpu, cfg.data_actors) else 0.0
-    index, tokens, embedding = encode_dataset(ds, tokenizer, run.ic_source, cfg.data_actors, gpus)
-    converged = _converged(h5_path, index)
-    # the layout is fixed here, from the fit's own operators (converged, training split), and saved
-    fit_rows = converged & ~cleaner.split.is_validation(index)
-    tokenizer.layout, keep = tokenizer.layout.trim(tokens[fit_rows])
-    tokens = np.ascontiguousarray(tokens[:, keep])
-    tokenizer.save(tok_dir)
-    log(layout_message(tokenizer.layout, int(fit_rows.sum())))
-    write_tokens(out, index, tokens, tokenizer.layout, embedding)
+    with TokenWriter(out, tokenizer.layout, validation=cleaner.split.is_validation) as writer:
+        n_rows = encode_dataset(ds, tokenizer, run.ic_source, cfg.data_actors, writer, gpus)
+        # the layout is fixed here, from the fit's own operators (converged, training split), and saved
+        tokenizer.layout, keep = writer.trim()
+        tokenizer.save(tok_dir)
+        log(layout_message(tokenizer.layout, writer.fit_rows))
+        writer.write(tokenizer.layout, keep)
+        health = writer.health(tokenizer.layout, keep)
     final = state.history[-1] if state.history else {}
-    health = token_health(tokens[converged], tokenizer.layout)
     summary = {
-        "operators": int(len(index)), "train_rows": n_train, "validation_rows": n_val,
+        "operators": n_rows, "train_rows": n_train, "validation_rows": n_val,
         "features_in": len(schema.scalar), "features_kept": len(cleaner.names_out),
         "categories": tokenizer.category_names, "codebook_sizes": list(spec.codebook_sizes),
         "encoder_codebook_sizes": {n: list(k) for n, k in zip(spec.encoder_names, spec.encoder_codebook_sizes,
@@ -155,14 +151,14 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
             f" operator: {', '.join(health['constant_positions'][:8])}")
     (tok_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     run.publish(tokenizer=True)
-    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/{DATASET_FILE} and"
-        f" {run.where}/{TOKENS_FILE}")
+    log(f"tokens: [{n_rows}, {len(keep)}] written to {run.where}/{DATASET_FILE} and {run.where}/{TOKENS_FILE}")
     return summary
 
 
 def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
-               log: Callable[[str], None] = _stage_log.info, staging_dir: str | None = None) -> np.ndarray:
-    """Tokens for a run directory or URI with an already trained tokenizer (Ray must be initialised).
+               log: Callable[[str], None] = _stage_log.info, staging_dir: str | None = None) -> int:
+    """Tokens for a run directory or URI with an already trained tokenizer (Ray must be initialised);
+    returns the number of operators encoded.
 
     A tokenizer URI is downloaded to the node's cache (:func:`spinlock.storage.remote.local_copy` of its
     folder); the run is read and written as in :func:`tokenize_run`.
@@ -182,13 +178,14 @@ def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
         if tuple(shape) != tokenizer.ic_shape:
             raise DataError(f"{h5_path}: /ics/fields rows are {shape}, the tokenizer expects {tokenizer.ic_shape}")
         ic_path = run.ic_source
-    index, tokens, embedding = encode_dataset(ds, tokenizer, ic_path, actors,
-                                              1.0 if resolve_use_gpu("auto", actors) else 0.0)
-    write_tokens(run.local, index, tokens, tokenizer.layout, embedding)
+    with TokenWriter(run.local, tokenizer.layout) as writer:
+        n_rows = encode_dataset(ds, tokenizer, ic_path, actors, writer,
+                                1.0 if resolve_use_gpu("auto", actors) else 0.0)
+        writer.write(tokenizer.layout, np.arange(len(tokenizer.layout.positions)))
     run.publish(tokenizer=False)
-    log(f"tokens: [{len(index)}, {tokens.shape[1]}] written to {run.where}/{DATASET_FILE} and"
+    log(f"tokens: [{n_rows}, {len(tokenizer.layout.positions)}] written to {run.where}/{DATASET_FILE} and"
         f" {run.where}/{TOKENS_FILE}")
-    return tokens
+    return n_rows
 
 
 class RunOutput:
@@ -243,15 +240,3 @@ class RunOutput:
 
 def _fmt(values: list[float]) -> str:
     return "/".join(f"{v:.2f}" for v in values)
-
-
-def _converged(h5_path: Path, index: np.ndarray) -> np.ndarray:
-    """Mask of the rows of ``index`` whose operator did not diverge (``/status == 0``; all if absent).
-
-    Diverged operators all get the tokens of the median operator, which says nothing about codebooks.
-    """
-    with h5py.File(h5_path, "r") as f:
-        if "status" not in f or "operators/index" not in f:
-            return np.ones(len(index), dtype=bool)
-        status = dict(zip(f["operators/index"][:].tolist(), f["status"][:].tolist(), strict=True))
-    return np.array([status.get(int(i), 0) == 0 for i in index], dtype=bool)

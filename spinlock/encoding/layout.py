@@ -82,12 +82,16 @@ class TokenLayout:
         tokens = np.asarray(tokens)
         if tokens.ndim != 2 or tokens.shape[1] != len(self.positions) or tokens.shape[0] == 0:
             raise ValueError(f"trim needs [n >= 1, {len(self.positions)}] tokens, got {tokens.shape}")
-        single = (tokens == tokens[:1]).all(axis=0)
-        keep = np.flatnonzero(~single)
+        return self.trim_single((tokens == tokens[:1]).all(axis=0), tokens[0], tokens.shape[0])
+
+    def trim_single(self, single: np.ndarray, first: np.ndarray, rows: int) -> tuple[TokenLayout, np.ndarray]:
+        """:meth:`trim` from streamed statistics of the ``rows`` training operators: ``single`` [positions]
+        (every row holds one code there) and ``first`` [positions] (the first row's codes)."""
+        keep = np.flatnonzero(~np.asarray(single, bool))
         if keep.size == 0:
-            raise DataError(f"every token position holds one code for all {tokens.shape[0]} training operators:"
+            raise DataError(f"every token position holds one code for all {rows} training operators:"
                             " the tokenizer carries no information (too few or identical operators?)")
-        dropped = self.dropped + tuple((self.positions[j], int(tokens[0, j])) for j in np.flatnonzero(single))
+        dropped = self.dropped + tuple((self.positions[j], int(first[j])) for j in np.flatnonzero(single))
         return TokenLayout(self.streams, tuple(self.positions[j] for j in keep), dropped), keep
 
     def check(self, tokens: np.ndarray, source: str) -> None:

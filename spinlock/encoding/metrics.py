@@ -110,21 +110,27 @@ def codebook_health(counts: list[list[np.ndarray]]) -> dict:
 
 def token_health(tokens: np.ndarray, layout: TokenLayout) -> dict:
     """:func:`codebook_health`'s per-level statistics of a token matrix [N, positions] (as written to
-    /tokens), over its positions; ``single_code_books`` counts the planned K = 1 levels (never
-    emitted), ``dropped`` names every level that is not a position; ``constant_positions`` names the
-    positions these rows hold one code of; ``usage_by_position`` and ``perplexity_ratio_by_position``
-    map position names to values."""
+    /tokens), over its positions: :func:`position_health` of its code counts."""
     tokens = np.asarray(tokens)
     layout.check(tokens, "token_health")
     counts = [np.bincount(tokens[:, j], minlength=p.codebook_size) for j, p in enumerate(layout.positions)]
+    return position_health(counts, int(tokens.shape[0]), layout)
+
+
+def position_health(counts: list[np.ndarray], rows: int, layout: TokenLayout) -> dict:
+    """Per-level statistics from the code counts [K] of each position of ``layout`` over ``rows`` operators
+    (counted block by block while encoding); ``single_code_books`` counts the planned K = 1 levels (never
+    emitted), ``dropped`` names every level that is not a position; ``constant_positions`` names the
+    positions these rows hold one code of; ``usage_by_position`` and ``perplexity_ratio_by_position``
+    map position names to values."""
     out = _level_health([(p.level - 1, c) for p, c in zip(layout.positions, counts, strict=True)])
-    out["rows"] = int(tokens.shape[0])
+    out["rows"] = rows
     out["single_code_books"] = [sum(1 for p, _ in layout.dropped if p.level == lv + 1 and p.codebook_size == 1)
                                 for lv in range(LEVELS)]
     out["dropped"] = [p.name for p, _ in layout.dropped]
     out["positions"] = len(layout.positions)
     out["constant_positions"] = [p.name for p, c in zip(layout.positions, counts, strict=True)
-                                 if len(tokens) and int((c > 0).sum()) == 1]
+                                 if rows and int((c > 0).sum()) == 1]
     stats = [code_statistics(c) for c in counts]
     out["usage_by_position"] = {p.name: s[0] for p, s in zip(layout.positions, stats, strict=True)}
     out["perplexity_ratio_by_position"] = {p.name: s[1] / p.codebook_size

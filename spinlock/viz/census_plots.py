@@ -43,7 +43,7 @@ assert set(CLASS_COLORS) == set(NAMES)
 
 @dataclass(frozen=True)
 class ParameterBins:
-    """``bin`` [N] int index into ``labels`` (-1: no value) for parameter ``name``."""
+    """``bin`` [N] int16 index into ``labels`` (-1: no value) for parameter ``name``."""
 
     name: str
     labels: list[str]
@@ -58,20 +58,20 @@ def parameter_bins(f: h5py.File, specs: dict[str, Any]) -> list[ParameterBins]:
     """Bins of every sampled parameter with more than one value; ``specs`` is the config's ``parameters``."""
     if "parameters/values" not in f:
         return []
-    values = f["parameters/values"][()]
-    unit = f["parameters/unit"][()] if "parameters/unit" in f else None
-    names = [x.decode() if isinstance(x, bytes) else str(x) for x in f["parameters/values"].attrs["names"]]
-    raw = f["parameters/values"].attrs.get("choices", "{}")
+    ds = f["parameters/values"]
+    unit_ds = f["parameters/unit"] if "parameters/unit" in f else None
+    names = [x.decode() if isinstance(x, bytes) else str(x) for x in ds.attrs["names"]]
+    raw = ds.attrs.get("choices", "{}")
     choices = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     out = []
     for j, name in enumerate(names):
-        v = values[:, j]
+        v = _column(ds, j)  # one parameter at a time: the [N, P] table is never in memory whole
         finite = np.isfinite(v)
         distinct = np.unique(v[finite])
         if distinct.size < 2:
             continue  # fixed parameter: nothing to break down
         kind = (specs.get(name) or {}).get("type")
-        b = np.full(len(v), -1, np.int64)
+        b = np.full(len(v), -1, np.int16)
         if name in choices:
             labels = [str(c) for c in choices[name]]
             b[finite] = v[finite].astype(np.int64)
@@ -83,7 +83,7 @@ def parameter_bins(f: h5py.File, specs: dict[str, Any]) -> list[ParameterBins]:
             b[finite] = np.searchsorted(distinct, v[finite])
         else:
             # quarters of the Sobol coordinate = equal bins on the parameter's own (linear/log) scale
-            u = unit[:, j] if unit is not None else (np.argsort(np.argsort(v)) + 0.5) / len(v)
+            u = _column(unit_ds, j) if unit_ds is not None else (np.argsort(np.argsort(v)) + 0.5) / len(v)
             b[finite] = np.clip((u[finite] * CONTINUOUS_BINS).astype(np.int64), 0, CONTINUOUS_BINS - 1)
             labels = []
             for k in range(CONTINUOUS_BINS):
@@ -91,6 +91,11 @@ def parameter_bins(f: h5py.File, specs: dict[str, Any]) -> list[ParameterBins]:
                 labels.append(f"{_fmt(inside.min())}–{_fmt(inside.max())}" if inside.size else "(empty)")
         out.append(ParameterBins(name, labels, b))
     return out
+
+
+def _column(ds: h5py.Dataset, j: int, block: int = 1 << 16) -> np.ndarray:
+    """Column ``j`` of an [N, P] dataset, read in row blocks (a strided column read is slow in HDF5)."""
+    return np.concatenate([ds[a:a + block, j] for a in range(0, ds.shape[0], block)] or [np.zeros(0, ds.dtype)])
 
 
 def mutual_information(codes: np.ndarray, b: np.ndarray) -> float:

@@ -35,10 +35,17 @@ def pick_columns(n: int, max_columns: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, max_columns)})
 
 
+def operator_count(n: int, total: int | None) -> str:
+    """``N=812``, or ``sample of 20000 of 1000000`` when the rows are a sample of ``total`` operators."""
+    return f"N={n}" if total is None or total == n else f"sample of {n} of {total} operators"
+
+
 def plot_distributions(
-    values: np.ndarray, names: Sequence[str], title: str, max_columns: int = 24, bins: int = 30
+    values: np.ndarray, names: Sequence[str], title: str, max_columns: int = 24, bins: int = 30,
+    total: int | None = None,
 ) -> Figure:
-    """Histogram grid of (up to ``max_columns`` evenly spaced) columns of ``values`` [N, D].
+    """Histogram grid of (up to ``max_columns`` evenly spaced) columns of ``values`` [N, D] (a sample of
+    ``total`` operators when given and larger, said in the title).
 
     The range of each histogram is :func:`histogram_range` so a few outliers do not squash it; the
     subplot title counts values outside that range and non-finite ones.
@@ -47,7 +54,8 @@ def plot_distributions(
     ncols = min(6, max(1, len(cols)))
     nrows = max(1, math.ceil(len(cols) / ncols))
     fig = _figure(2.1 * ncols, 1.55 * nrows + 0.5)
-    fig.suptitle(f"{title} ({len(cols)} of {values.shape[1]} columns, N={values.shape[0]})", fontsize=9)
+    fig.suptitle(f"{title} ({len(cols)} of {values.shape[1]} columns, {operator_count(values.shape[0], total)})",
+                 fontsize=9)
     height = 1.55 * nrows + 0.5
     fig.subplots_adjust(left=0.04, right=0.99, bottom=0.3 / height, top=1 - 0.45 / height, hspace=0.8)
     for i, j in enumerate(cols):
@@ -195,15 +203,17 @@ def plot_correlation(
 
 
 def plot_temporal(
-    values: np.ndarray, names: Sequence[str], steps: np.ndarray, max_columns: int = 9, examples: int = 5
+    values: np.ndarray, names: Sequence[str], steps: np.ndarray, max_columns: int = 9, examples: int = 5,
+    total: int | None = None,
 ) -> Figure:
     """Temporal features ``values`` [N, T', D] over the simulation ``steps`` [T']: per column the median
-    over operators, the 10-90 % band and ``examples`` individual operators (thin lines)."""
+    over operators, the 10-90 % band and ``examples`` individual operators (thin lines); ``total`` as in
+    :func:`plot_distributions`."""
     cols = pick_columns(values.shape[2], max_columns)
     ncols = min(3, len(cols))
     nrows = math.ceil(len(cols) / ncols)
     fig = _figure(3.3 * ncols, 2.2 * nrows + 0.4)
-    fig.suptitle(f"temporal features over time (N={values.shape[0]})", fontsize=9)
+    fig.suptitle(f"temporal features over time ({operator_count(values.shape[0], total)})", fontsize=9)
     height = 2.2 * nrows + 0.4
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.45 / height, top=1 - 0.45 / height, hspace=0.6, wspace=0.3)
     for i, j in enumerate(cols):

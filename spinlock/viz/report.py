@@ -31,7 +31,7 @@ from spinlock.viz import tokenizer_plots as tp
 from spinlock.viz.aggregate import plot_aggregate
 from spinlock.viz.colors import FIELD_CMAP
 from spinlock.viz.render import RenderOptions, default_mode, render_group
-from spinlock.viz.rundata import RunData, status_name
+from spinlock.viz.rundata import RunData, sample_note, status_name
 from spinlock.viz.select import random_group
 
 MAX_REPORT_FRAMES = 64
@@ -60,7 +60,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def dataset_section(run: RunData, out: Path) -> Section:
     s = Section("Dataset")
-    status = Counter(status_name(c) for c in run.status.tolist())
+    status = Counter({status_name(c): int(k) for c, k in zip(*np.unique(run.status, return_counts=True), strict=True)})
     s.table = [
         ("dataset", str(run.dataset_path)),
         ("operators N", str(run.n)),
@@ -79,8 +79,8 @@ def dataset_section(run: RunData, out: Path) -> Section:
         ("feature widths", ", ".join(f"{k}: {v}" for k, v in run.feature_widths.items()) or "no features"),
         ("tokens", "present" if run.has_tokens else "absent (tokenizer not run)"),
     ]
-    if run.ic_types is not None:
-        counts = Counter(run.ic_types.tolist())
+    counts = run.ic_type_counts()
+    if counts is not None:
         names = sorted(counts, key=lambda k: (-counts[k], k))
         fig = Figure(figsize=(6.0, 0.9 + 0.22 * len(names)), dpi=100)
         FigureCanvasAgg(fig)
@@ -135,33 +135,38 @@ def census_section(run: RunData, out: Path, seed: int) -> Section:
 def features_section(run: RunData, out: Path) -> Section:
     s = Section("Features")
     ok = run.ok_rows
-    s.lines.append(f"Statistics over the {ok.size} ok operators (status 0).")
-    tables = {fam: run.features(fam) for fam in SCALAR_FAMILIES}
+    rows = run.plot_rows()
+    shown = sample_note(rows.size, ok.size)
+    s.lines.append(f"Statistics over {shown} (status 0)" + (
+        "." if rows.size == ok.size else ", drawn with the run seed (the figures read a bounded sample)."))
+    tables = {fam: run.features(fam, rows) for fam in SCALAR_FAMILIES}
     for fam, t in tables.items():
         if t is None:
             s.lines.append(f"No /features/{fam} in the dataset.")
             continue
-        fig = fp.plot_distributions(t.values[ok], t.names, f"{fam} features")
-        s.plots.append(Plot(_save(fig, out / f"features-{fam}.png"), f"{fam}: distributions"))
+        fig = fp.plot_distributions(t.values, t.names, f"{fam} features", total=ok.size)
+        s.plots.append(Plot(_save(fig, out / f"features-{fam}.png"), f"{fam}: distributions over {shown}"))
     corr_table = tables.get("summary")
     if corr_table is not None:
         cats = run.categories()
         # correlate every scalar family when categories span families, else the summary family only
         if cats:
             present = [t for t in tables.values() if t is not None]
-            values = np.concatenate([t.values[ok] for t in present], axis=1)
+            values = np.concatenate([t.values for t in present], axis=1)
             names = [f"{t.family}.{n}" for t in present for n in t.names]
         else:
-            values, names = corr_table.values[ok], corr_table.names
-        fig = fp.plot_correlation(values, names, cats, "features" if cats else "summary features")
+            values, names = corr_table.values, corr_table.names
+        del tables, corr_table
+        fig = fp.plot_correlation(values, names, cats, ("features" if cats else "summary features")
+                                 + ("" if rows.size == ok.size else f", {fp.operator_count(rows.size, ok.size)}"))
         how = "blocks = tokenizer categories" if cats else "clustered order (no tokenizer/categories.json)"
-        s.plots.append(Plot(_save(fig, out / "features-correlation.png"), f"feature correlation, {how}"))
-    temporal = run.temporal()
+        s.plots.append(Plot(_save(fig, out / "features-correlation.png"), f"feature correlation over {shown}, {how}"))
+    temporal = run.temporal(rows)
     if temporal is None:
         s.lines.append("No /features/temporal in the dataset: temporal plot omitted.")
     else:
-        fig = fp.plot_temporal(temporal.values[ok], temporal.names, temporal.steps)
-        s.plots.append(Plot(_save(fig, out / "features-temporal.png"), "temporal features over time"))
+        fig = fp.plot_temporal(temporal.values, temporal.names, temporal.steps, total=ok.size)
+        s.plots.append(Plot(_save(fig, out / "features-temporal.png"), f"temporal features over time, {shown}"))
     return s
 
 
@@ -199,7 +204,9 @@ def tokenizer_section(run: RunData, out: Path, mode: str, seed: int, cmap: str =
     s.plots.append(Plot(_save(tp.plot_code_usage(tokens), out / "tokenizer-code-usage.png"), "final code usage"))
     try:
         fig = tp.plot_token_embedding(run, tokens)
-        s.plots.append(Plot(_save(fig, out / "tokenizer-embedding.png"), "2-D embedding coloured by coarse token"))
+        shown = sample_note(run.plot_rows().size, run.ok_rows.size)
+        s.plots.append(Plot(_save(fig, out / "tokenizer-embedding.png"),
+                            f"2-D embedding of {shown}, coloured by coarse token"))
     except SpinlockError as e:
         s.lines.append(f"Embedding omitted: {e}")
     try:

@@ -5,6 +5,11 @@ reported as ``None`` rather than raising, so each plot can be omitted with a rea
 ``/trajectories`` (or the run's Zarr array with ``storage.trajectories.format: zarr``) when stored,
 otherwise from :func:`spinlock.replay.replay_operator` (bit-identical re-run). The HDF5 file is opened
 per call, never held, so a ``RunData`` is cheap and picklable.
+
+Driver memory stays bounded at any N: figures that show a distribution read a seeded sample of at most
+:data:`MAX_PLOT_OPERATORS` operators (:meth:`RunData.plot_rows`), in row blocks and only those rows;
+tokens, the one per-operator table read whole (selections and code counts need every operator), are held
+as int16 codes (int32 beyond 32 767 codes).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import yaml
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS
 from spinlock.errors import DataError, SpinlockError
+from spinlock.rng import numpy_rng
 from spinlock.storage.layout import (
     CATEGORIES_FILE,
     CONFIG_FILE,
@@ -34,6 +40,35 @@ from spinlock.storage.layout import (
 )
 from spinlock.storage.reader import dataset_file
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
+
+MAX_PLOT_OPERATORS = 20_000
+"""Most operators a distribution figure reads (histograms, correlations, temporal bands, embeddings)."""
+READ_BLOCK_BYTES = 32 << 20
+"""Rows of a per-operator dataset are read in blocks of about this size (:func:`read_rows`)."""
+
+
+def read_rows(ds: h5py.Dataset, rows: np.ndarray | None) -> np.ndarray:
+    """``ds[rows]`` for sorted, unique ``rows`` (``None``: all) without reading more than one block of
+    the other rows at a time: contiguous blocks of about :data:`READ_BLOCK_BYTES`, skipped when no row
+    falls in them (h5py's fancy indexing is slow for long lists)."""
+    if rows is None:
+        return ds[()]
+    rows = np.asarray(rows, np.int64)
+    out = np.empty((rows.size, *ds.shape[1:]), ds.dtype)
+    row_bytes = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+    block = max(1, READ_BLOCK_BYTES // row_bytes)
+    lo = 0
+    while lo < rows.size:
+        a = int(rows[lo])
+        hi = int(np.searchsorted(rows, a + block))
+        out[lo:hi] = ds[a:a + block][rows[lo:hi] - a] if hi - lo > 1 else ds[a:a + 1]
+        lo = hi
+    return out
+
+
+def sample_note(shown: int, total: int, what: str = "ok operators") -> str:
+    """"all 812 ok operators" or "a sample of 20000 of the 1000000 ok operators" (figure captions)."""
+    return f"all {total} {what}" if shown == total else f"a sample of {shown} of the {total} {what}"
 
 
 def status_name(code: int) -> str:
@@ -120,7 +155,6 @@ class RunData:
         with self._open() as f:
             self.operator_index = np.asarray(f["operators/index"][()], dtype=np.int64)
             self.status = np.asarray(f["status"][()], dtype=np.int64) if "status" in f else None
-            self.ic_types = _decode_str(f["ics/type"][()]) if "ics/type" in f else None
             self.ic_shape = tuple(int(s) for s in f["ics/fields"].shape[1:]) if "ics/fields" in f else None
             self.seed = int(f.attrs.get("seed", 0))
             self._config_attr = f.attrs.get("config")
@@ -137,7 +171,20 @@ class RunData:
         self.n = int(self.operator_index.shape[0])
         if self.status is None:
             self.status = np.zeros(self.n, dtype=np.int64)
-        self._row_of = {int(g): r for r, g in enumerate(self.operator_index)}
+        self._by_index = np.argsort(self.operator_index, kind="stable")  # rows_of looks indices up in it
+
+    def ic_type_counts(self) -> dict[str, int] | None:
+        """Operators per initial-condition type (``/ics/type``, counted in row blocks), or ``None``."""
+        with self._open() as f:
+            if "ics/type" not in f:
+                return None
+            ds = f["ics/type"]
+            counts: dict[str, int] = {}
+            for a in range(0, ds.shape[0], 1 << 16):
+                names, n = np.unique(np.asarray(ds[a:a + (1 << 16)]), return_counts=True)
+                for name, k in zip(_decode_str(names).tolist(), n.tolist(), strict=True):
+                    counts[name] = counts.get(name, 0) + k
+        return counts
 
     def _open(self) -> h5py.File:
         try:
@@ -202,41 +249,57 @@ class RunData:
 
     def rows_of(self, indices: Sequence[int]) -> list[int]:
         """Row positions of global operator indices, or a SpinlockError naming the unknown ones."""
-        missing = [int(i) for i in indices if int(i) not in self._row_of]
-        if missing:
+        want = np.asarray([int(i) for i in indices], np.int64)
+        ordered = self.operator_index[self._by_index]
+        pos = np.clip(np.searchsorted(ordered, want), 0, max(self.n - 1, 0))
+        found = (ordered[pos] == want) if self.n else np.zeros(want.size, bool)
+        if not found.all():
             raise SpinlockError(
-                f"operator(s) {missing[:10]} not in {self.dataset_path} (indices "
+                f"operator(s) {want[~found][:10].tolist()} not in {self.dataset_path} (indices "
                 f"{int(self.operator_index.min())}..{int(self.operator_index.max())})"
             )
-        return [self._row_of[int(i)] for i in indices]
+        return [int(r) for r in self._by_index[pos]]
 
     @property
     def ok_rows(self) -> np.ndarray:
         """Rows with status 0 (ok)."""
         return np.flatnonzero(self.status == 0)
 
+    def plot_rows(self, limit: int | None = None) -> np.ndarray:
+        """The ok rows a distribution figure shows: all of them up to ``limit`` (default
+        :data:`MAX_PLOT_OPERATORS`), else ``limit`` of them drawn without replacement from
+        ``numpy_rng(run seed, "viz.plot_rows")``, sorted (the same rows on every call, so the report's
+        figures show the same operators)."""
+        ok = self.ok_rows
+        limit = MAX_PLOT_OPERATORS if limit is None else int(limit)
+        if ok.size <= limit:
+            return ok
+        return np.sort(numpy_rng(self.seed, "viz.plot_rows").choice(ok, size=limit, replace=False))
+
     # ---- features and tokens --------------------------------------------------------------------
 
-    def features(self, family: str) -> FeatureTable | None:
-        """``/features/<family>`` [N, D] with names, or ``None`` when absent."""
+    def features(self, family: str, rows: np.ndarray | None = None) -> FeatureTable | None:
+        """``/features/<family>`` [N, D] (only ``rows``, sorted, when given) with names, or ``None``
+        when absent."""
         with self._open() as f:
             if f"features/{family}" not in f:
                 return None
             ds = f[f"features/{family}"]
             names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
-            values = np.asarray(ds[()], dtype=np.float32)
+            values = np.asarray(read_rows(ds, rows), dtype=np.float32)
         if len(names) != values.shape[-1]:
             raise DataError(f"/features/{family}: {len(names)} names for {values.shape[-1]} columns")
         return FeatureTable(family, values, names)
 
-    def temporal(self) -> TemporalTable | None:
-        """``/features/temporal`` [N, T', D] with names and the step of each sample, or ``None``."""
+    def temporal(self, rows: np.ndarray | None = None) -> TemporalTable | None:
+        """``/features/temporal`` [N, T', D] (only ``rows``, sorted, when given) with names and the step
+        of each sample, or ``None``."""
         with self._open() as f:
             if f"features/{TEMPORAL_FAMILY}" not in f:
                 return None
             ds = f[f"features/{TEMPORAL_FAMILY}"]
             names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
-            values = np.asarray(ds[()], dtype=np.float32)
+            values = np.asarray(read_rows(ds, rows), dtype=np.float32)
             if "steps" in ds.attrs:
                 steps = np.asarray(ds.attrs["steps"], dtype=np.int64)
             else:
@@ -246,18 +309,25 @@ class RunData:
         return TemporalTable(values, names, steps)
 
     def tokens(self) -> Tokens | None:
-        """``/tokens`` as [N, K, L] codes with category names, or ``None`` before tokenization."""
+        """``/tokens`` as [N, K, L] codes (int16, or int32 for a codebook beyond 32 767 codes) with
+        category names, or ``None`` before tokenization. Read in row blocks, so the int32 file rows are
+        never all in memory at once."""
         with self._open() as f:
             if "tokens" not in f:
                 return None
             ds = f["tokens"]
-            flat = np.asarray(ds[()], dtype=np.int64)
             layout = TokenLayout.from_attrs(ds.attrs, f"{self.dataset_path}:/tokens")
-        layout.check(flat, f"{self.dataset_path}:/tokens")
-        streams = list(layout.streams)
-        codes = np.full((flat.shape[0], len(streams), LEVELS), -1, np.int64)
-        for j, p in enumerate(layout.positions):
-            codes[:, streams.index(p.stream), p.level - 1] = flat[:, j]
+            streams = list(layout.streams)
+            big = max((p.codebook_size for p in layout.positions), default=0) > np.iinfo(np.int16).max
+            codes = np.full((ds.shape[0], len(streams), LEVELS), -1, np.int32 if big else np.int16)
+            if ds.ndim != 2 or ds.shape[1] != len(layout.positions):
+                layout.check(np.zeros((0, *ds.shape[1:]), np.int32), f"{self.dataset_path}:/tokens")
+            block = max(1, READ_BLOCK_BYTES // max(1, 4 * ds.shape[1]))
+            for a in range(0, ds.shape[0], block):
+                flat = ds[a:a + block]
+                layout.check(flat, f"{self.dataset_path}:/tokens")
+                for j, p in enumerate(layout.positions):
+                    codes[a:a + block, streams.index(p.stream), p.level - 1] = flat[:, j]
         return Tokens(codes, streams)
 
     @property

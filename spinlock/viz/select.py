@@ -5,6 +5,9 @@ A selection is a list of :class:`Group` s; each group becomes one grid clip. Def
 * **behaviour space**: the summary features of the ok operators (status 0), robustly standardised per
   column (median, 1.4826·MAD; columns non-finite for > 10 % of operators or constant are dropped,
   remaining gaps set to the median). Falls back to all scalar families if there is no summary family.
+  Beyond ``MAX_PLOT_OPERATORS`` (20 000) ok operators it holds the seeded sample of them that the figures
+  use (:meth:`RunData.plot_rows`), so ``--per-token`` medoids and ``--most/--least-diverse`` are taken
+  among those (bounded memory and time at any N).
 * ``--random K``: K ok operators drawn without replacement from ``numpy_rng(seed, "viz.select.random")``.
 * ``--per-token``: for one token category, one operator per distinct coarse (level-0) code: the
   *medoid* of the code's operators (the one nearest their mean in behaviour space). ``--per-category``
@@ -66,15 +69,16 @@ def robust_standardize(x: np.ndarray, max_missing: float = 0.1) -> np.ndarray:
 
 
 def behaviour_matrix(run: RunData) -> tuple[np.ndarray, np.ndarray]:
-    """``(rows [n_ok], Z [n_ok, D'])``: behaviour-space coordinates of the ok operators."""
-    tables = [run.features("summary")]
+    """``(rows [n], Z [n, D'])``: behaviour-space coordinates of the ok operators (of the figures' sample
+    of them beyond ``MAX_PLOT_OPERATORS``, see :meth:`RunData.plot_rows`)."""
+    rows = run.plot_rows()
+    tables = [run.features("summary", rows)]
     if tables[0] is None:
-        tables = [run.features(f) for f in SCALAR_FAMILIES]
+        tables = [run.features(f, rows) for f in SCALAR_FAMILIES]
     tables = [t for t in tables if t is not None]
     if not tables:
         raise SpinlockError(f"{run.dataset_path} has no scalar features to measure behaviour with")
-    rows = run.ok_rows
-    x = np.concatenate([t.values[rows] for t in tables], axis=1)
+    x = np.concatenate([t.values for t in tables], axis=1)
     z = robust_standardize(x)
     if z.shape[1] == 0 or rows.size == 0:
         raise SpinlockError(f"{run.dataset_path}: no usable feature column or no ok operator")

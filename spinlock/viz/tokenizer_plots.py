@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA
 from spinlock.errors import SpinlockError
 from spinlock.rng import numpy_rng
 from spinlock.viz.render import last_frames
-from spinlock.viz.rundata import CategoryMembers, RunData, Tokens
+from spinlock.viz.rundata import CategoryMembers, RunData, Tokens, sample_note
 from spinlock.viz.select import behaviour_matrix
 
 _LEVEL_KEY = re.compile(r"^(usage|perplexity)_l(\d+)$")
@@ -160,11 +160,13 @@ def panel_order(streams: Sequence[str]) -> list[int]:
 
 
 def plot_token_embedding(run: RunData, tokens: Tokens, max_categories: int = 6) -> Figure:
-    """Ok operators in the first two principal components of behaviour space (see
+    """Ok operators (the figures' seeded sample of them beyond ``MAX_PLOT_OPERATORS``, said in the title)
+    in the first two principal components of behaviour space (see
     :func:`spinlock.viz.select.behaviour_matrix`), one panel per token stream (first streams of the
     categories first, :func:`panel_order`; streams without a coarse position left out) coloured by its
     coarse code."""
     rows, z = behaviour_matrix(run)
+    n_ok = run.ok_rows.size
     if z.shape[1] >= 2 and rows.size >= 2:
         xy = PCA(n_components=2, svd_solver="full").fit_transform(z)
     else:
@@ -176,7 +178,8 @@ def plot_token_embedding(run: RunData, tokens: Tokens, max_categories: int = 6) 
     ncols = min(3, k)
     nrows = math.ceil(k / ncols)
     fig = _figure(3.4 * ncols, 3.0 * nrows + 0.4)
-    fig.suptitle(f"operators in behaviour space (PCA of {z.shape[1]} robust-scaled features)", fontsize=9)
+    fig.suptitle(f"{sample_note(rows.size, n_ok)} in behaviour space (PCA of {z.shape[1]} robust-scaled features)",
+                 fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=1 - 0.5 / (3.0 * nrows + 0.4), hspace=0.4, wspace=0.25)
     size = float(np.clip(3000.0 / max(rows.size, 1), 3.0, 30.0))
     for panel, c in enumerate(streams[:k]):
