@@ -55,13 +55,13 @@ from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.metrics import token_health
 from spinlock.encoding.model import (
     ModelSpec,
-    category_stream_count,
     effective_inputs,
     encoder_codebook_sizes,
     scale_codebook_sizes,
     stream_names,
 )
 from spinlock.encoding.outputs import write_tokens
+from spinlock.encoding.rates import plan_streams
 from spinlock.encoding.schema import SCALAR_FAMILIES
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import Tokenizer
@@ -239,8 +239,9 @@ def plan_model(cfg: TokenizerConfig, cleaner: FeatureCleaner, categories: list, 
     """The model spec of a fit, with codebook sizes scaled to the data, and the numbers behind them.
 
     Level sizes: ``scale_codebook_sizes(codebook_sizes, min(n_train, kmeans_init_rows), rows_per_code)``.
-    Token streams per category: ``category_stream_count`` of its columns in the first
-    ``min(n_train, kmeans_init_rows)`` training rows (the rows k-means starts from). Per stream:
+    Token streams per category: ``plan_streams`` (``model.streams`` allocated by the variance of each
+    category's principal components) in the first ``min(n_train, kmeans_init_rows)`` training rows
+    (the rows k-means starts from). Per stream:
     ``encoder_codebook_sizes`` from the effective inputs of each single-stream category in the same
     rows (categories with several streams, the temporal and IC encoders are high-dimensional, so they
     keep the level sizes).
@@ -252,12 +253,10 @@ def plan_model(cfg: TokenizerConfig, cleaner: FeatureCleaner, categories: list, 
     n_temporal = len(cleaner.temporal_names_out)
     # per category: its streams, and (single-stream categories only; several streams mean a
     # high-dimensional input) its effective inputs, one entry per stream
-    streams: list[int] = []
     effective: list[float | None] = []
-    for c in categories:
+    streams = plan_streams(sample, [c.columns for c in categories], m.streams, m.components_per_stream)
+    for c, s in zip(categories, streams, strict=True):
         cols = sample[:, list(c.columns)] if sample is not None else None
-        s = category_stream_count(cols, m.components_per_stream) if cols is not None else 1
-        streams.append(s)
         effective += [effective_inputs(cols, m.code_resolution) if cols is not None else None] if s == 1 else [None] * s
     names = (*stream_names([c.name for c in categories], streams), *(("temporal",) if n_temporal else ()), "ic")
     effective += [None] * (len(names) - len(effective))
@@ -278,9 +277,11 @@ def plan_model(cfg: TokenizerConfig, cleaner: FeatureCleaner, categories: list, 
         encoder_names=names,
         encoder_codebook_sizes=encoder_codebook_sizes(levels, effective, init_rows, m.rows_per_code),
         category_streams=tuple(streams),
+        pca_components=m.components_per_stream,
     )
     plan = {"configured": list(m.codebook_sizes), "init_rows": init_rows, "rows_per_code": m.rows_per_code,
-            "code_resolution": m.code_resolution, "components_per_stream": m.components_per_stream,
+            "code_resolution": m.code_resolution, "streams": m.streams,
+            "components_per_stream": m.components_per_stream,
             "category_streams": {c.name: s for c, s in zip(categories, streams, strict=True)},
             "effective_inputs": {n: (round(e, 1) if e is not None else None)
                                  for n, e in zip(names, effective, strict=True)}}
@@ -304,7 +305,7 @@ def codebook_message(spec: ModelSpec, plan: dict) -> str:
     multi = [f"{n} x{s}" for n, s in plan["category_streams"].items() if s > 1]
     if multi:
         msg += (f"; {spec.n_encoders} token streams, several for wide categories (one per"
-                f" {plan['components_per_stream']} principal components of 95 % variance): " + ", ".join(multi))
+                f" {plan['components_per_stream']} principal components, by variance): " + ", ".join(multi))
     return msg
 
 
