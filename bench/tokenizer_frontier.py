@@ -176,14 +176,16 @@ def tables(result: dict) -> list[str]:
                       + "; tokens per category at the largest budget: "
                       + ", ".join(map(str, base["category_pq"][-1]["tokens_per_category"])) + "."]
         lines += ["", "| tokenizer | streams | tokens L1 / L1+2 / all (of them category streams) | bits"
-                  " L1 / L1+2 / all | validation R² coarse / +medium / all |", "|---|---|---|---|---|"]
+                  " L1 / L1+2 / all | validation R² coarse / +medium / all | IC statistics R² (all) |",
+                  "|---|---|---|---|---|---|"]
         for t in result["tokenizer"]:
             if t[fs] is None:
                 continue
             lines.append(f"| {label(t)} | {t['streams']} | "
                          + " / ".join(map(str, t["tokens"])) + " (" + " / ".join(map(str, t["category_tokens"]))
                          + ") | " + " / ".join(f"{b:.0f}" for b in t["bits"]) + " | "
-                         + " / ".join(f"{v:.3f}" for v in t[fs]) + " |")
+                         + " / ".join(f"{v:.3f}" for v in t[fs])
+                         + (f" | {t['ic'][2]:.3f} |" if t.get("ic") else " | — |"))
         lines.append("")
     gaps = gap_lines(result)
     if gaps:

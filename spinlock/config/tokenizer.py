@@ -53,7 +53,7 @@ class CategoryConfig(_Strict):
 class ModelConfig(_Strict):
     """Hierarchical VQ-VAE architecture."""
 
-    latent_dim: int = Field(4, ge=2, le=1024)
+    latent_dim: int = Field(8, ge=2, le=1024)
     """Width of each token stream's latent vector (the space its residual quantizer works in); at
     least ``components_per_stream``."""
     hidden_dim: int = Field(256, ge=8, le=8192)

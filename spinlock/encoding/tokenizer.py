@@ -34,7 +34,8 @@ from spinlock.encoding.schema import META_KEY, FeatureBatch, FeatureSchema
 from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 
-TOKENIZER_FORMAT = 3  # 2: token streams, output heads read the latents too; 3: token layout (informative only)
+TOKENIZER_FORMAT = 4  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
+# 4: linear (PCA-initialised) part of the category encoders, IC-statistics head
 META_FILE, CLEANING_FILE, CATEGORIES_FILE, MODEL_FILE = (
     "tokenizer.json", "cleaning.npz", "categories.json", "model.pt")
 
