@@ -181,7 +181,7 @@ def tables(result: dict) -> list[str]:
         for t in result["tokenizer"]:
             if t[fs] is None:
                 continue
-            lines.append(f"| {label(t)} | {t['streams']} | "
+            lines.append(f"| {setting_label(t)} | {t['streams']} | "
                          + " / ".join(map(str, t["tokens"])) + " (" + " / ".join(map(str, t["category_tokens"]))
                          + ") | " + " / ".join(f"{b:.0f}" for b in t["bits"]) + " | "
                          + " / ".join(f"{v:.3f}" for v in t[fs])
@@ -194,7 +194,7 @@ def tables(result: dict) -> list[str]:
     return lines
 
 
-def label(t: dict) -> str:
+def setting_label(t: dict) -> str:
     """A tokenizer's model settings that set its size (the keys its config has)."""
     keys = ("streams", "components_per_stream", "latent_dim")
     return ", ".join(f"{k} {t['model'][k]}" for k in keys if k in t["model"])
@@ -244,7 +244,7 @@ def plot(result: dict, path: Path) -> None:
         for i, t in enumerate(result["tokenizer"]):
             if t[fs] is not None:
                 ax.plot(t["tokens"], t[fs], "D-", color=f"C{3 + i}",
-                        label=f"tokenizer ({label(t)}): coarse, +medium, all")
+                        label=f"tokenizer ({setting_label(t)}): coarse, +medium, all")
         ax.set_xlabel("informative tokens per operator")
         ax.set_ylabel("validation R² (pooled)")
         ax.set_title(f"{fs}: {base['columns']} columns, {base['validation_rows']} validation rows")
