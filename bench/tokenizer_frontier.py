@@ -249,7 +249,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("validation R² (pooled)")
         ax.set_title(f"{fs}: {base['columns']} columns, {base['validation_rows']} validation rows")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best", framealpha=0.9)
+        ax.legend(fontsize=6, loc="lower right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
