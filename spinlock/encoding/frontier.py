@@ -33,19 +33,23 @@ from spinlock.errors import DataError
 SUBSPACE_DIM = 2  # PCA components per PQ token
 
 
-def load_split(run: Path, cleaner: FeatureCleaner) -> dict[str, dict[str, np.ndarray]]:
-    """Cleaned (train, validation) arrays of the run: ``scalar`` [n, D'], ``temporal`` [n, T'·Dt']."""
+def load_split(run: Path, cleaner: FeatureCleaner, max_rows: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Cleaned (train, validation) arrays of the run: ``scalar`` [n, D'], ``temporal`` [n, T'·Dt'];
+    with ``max_rows``, only the shards (in order) until the training rows reach it."""
     schema, files = FeatureSchema.from_parquet_dir(run / "features")
     cleaner.check_schema(schema, f"{run}/features")
     parts: dict[str, dict[str, list]] = {s: {"scalar": [], "temporal": []} for s in ("train", "validation")}
     for f in files:
+        if max_rows is not None and sum(len(x) for x in parts["train"]["scalar"]) >= max_rows:
+            break
         batch = cleaner.schema.batch_from_arrow(pq.read_table(f), str(f))
         batch = batch.select(batch.status == 0)
         clean = cleaner.transform(batch)
         val = cleaner.split.is_validation(batch.operator_index)
         for name, rows in (("train", ~val), ("validation", val)):
             parts[name]["scalar"].append(clean.x[rows])
-            parts[name]["temporal"].append(clean.temporal[rows].reshape(int(rows.sum()), -1))
+            t = clean.temporal[rows]  # [n, T', Dt']; n may be 0 (a shard without validation rows)
+            parts[name]["temporal"].append(t.reshape(len(t), t.shape[1] * t.shape[2]))
     return {s: {k: np.concatenate(v).astype(np.float64) for k, v in d.items()} for s, d in parts.items()}
 
 
@@ -123,15 +127,19 @@ def tokenizer_points(run: Path) -> dict:
     }
 
 
-def run_frontier(run: Path, codes: int = 256, seed: int = 0) -> dict:
+def run_frontier(run: Path, codes: int = 256, seed: int = 0, max_rows: int = 20_000) -> dict:
     """A tokenized run's tokenizer points and PCA + PQ at the same token counts (cleaned scalar
-    features): ``{"tokenizer": tokenizer_points(run), "pq": pca_pq(...)}`` (the report's frontier plot)."""
+    features): ``{"tokenizer": tokenizer_points(run), "pq": pca_pq(...)}`` (the report's frontier plot).
+
+    PCA + PQ is fitted on the training rows of the first shards up to ``max_rows`` and scored on their
+    validation rows (all of them for runs of up to ~``max_rows`` operators), so a large run's report
+    neither holds all its features in memory nor fits k-means on millions of rows."""
     tdir = Path(run) / "tokenizer"
     for name in ("cleaning.npz", "summary.json", "tokenizer.json"):
         if not (tdir / name).is_file():
             raise DataError(f"no {tdir / name}")
     points = tokenizer_points(Path(run))
-    data = load_split(Path(run), FeatureCleaner.load(tdir / "cleaning.npz"))
+    data = load_split(Path(run), FeatureCleaner.load(tdir / "cleaning.npz"), max_rows)
     train, val = data["train"]["scalar"], data["validation"]["scalar"]
     if len(val) < 2 or len(train) < 2:
         raise DataError(f"{run}: {len(train)} training / {len(val)} validation rows, too few for a frontier")
