@@ -53,98 +53,21 @@ import platform
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-from sklearn.cluster import KMeans
 
 from spinlock.encoding.cleaning import FeatureCleaner
-from spinlock.encoding.metrics import R2Accumulator
-from spinlock.encoding.schema import FeatureSchema
-from spinlock.encoding.tokenizer import META_FILE
+from spinlock.encoding.frontier import SUBSPACE_DIM, fit_pca, kmeans, load_split, pca_pq, r2, tokenizer_points
 from spinlock.errors import DataError
 
 LEVEL_LABELS = ("coarse", "+medium", "all")
-SUBSPACE_DIM = 2  # PCA components per PQ token
 GROUP_DIM = 6  # PCA components per RQ group (3 tokens: same 2 components per token as PQ)
 METHODS_VERSION = 2  # part of the cache key: bump when a baseline changes
 
 
-# ---------------------------------------------------------------------------------------------- data
-def load_split(run: Path, cleaner: FeatureCleaner) -> dict[str, dict[str, np.ndarray]]:
-    """Cleaned (train, validation) arrays of the run: ``scalar`` [n, D'], ``temporal`` [n, T'·Dt']."""
-    schema, files = FeatureSchema.from_parquet_dir(run / "features")
-    cleaner.check_schema(schema, f"{run}/features")
-    parts = {"train": {"scalar": [], "temporal": []}, "validation": {"scalar": [], "temporal": []}}
-    for f in files:
-        batch = cleaner.schema.batch_from_arrow(pq.read_table(f), str(f))
-        batch = batch.select(batch.status == 0)
-        clean = cleaner.transform(batch)
-        val = cleaner.split.is_validation(batch.operator_index)
-        for name, rows in (("train", ~val), ("validation", val)):
-            parts[name]["scalar"].append(clean.x[rows])
-            parts[name]["temporal"].append(clean.temporal[rows].reshape(int(rows.sum()), -1))
-    return {s: {k: np.concatenate(v).astype(np.float64) for k, v in d.items()} for s, d in parts.items()}
-
-
-def r2(y: np.ndarray, yhat: np.ndarray) -> float:
-    """Pooled validation R² exactly as the tokenizer's metrics compute it."""
-    acc = R2Accumulator(y.shape[1])
-    acc.update(torch.from_numpy(y), torch.from_numpy(yhat))
-    return acc.r2()
-
-
-# ---------------------------------------------------------------------------------------------- tokenizer
-def tokenizer_points(run: Path) -> dict:
-    """Token positions per level prefix and validation R² per level of the run's tokenizer."""
-    tdir = run / "tokenizer"
-    meta = json.loads((tdir / META_FILE).read_text())
-    summary = json.loads((tdir / "summary.json").read_text())
-    with h5py.File(run / "dataset.h5", "r") as f:
-        if "tokens" not in f:
-            raise DataError(f"{run}/dataset.h5 has no /tokens: run 'spinlock tokenize {run}' first")
-        attrs = f["tokens"].attrs
-        levels = np.asarray(attrs["level"])
-        bits = np.log2(np.asarray(attrs["codebook_size"], dtype=np.float64))
-        streams = [s.decode() if isinstance(s, bytes) else str(s) for s in attrs["stream"]]
-    if len(levels) != len(meta["layout"]["positions"]):
-        raise DataError(f"{run}: /tokens has {len(levels)} columns, the tokenizer's layout"
-                        f" {len(meta['layout']['positions'])}: the tokens are not this tokenizer's")
-    other = np.array([s in ("temporal", "ic") for s in streams])
-    r2v = summary["validation"]["r2"]
-    model = meta["config"].get("model", {})
-    return {
-        "run": str(run),
-        "components_per_stream": model.get("components_per_stream"),
-        "streams": len(meta["layout"]["streams"]),
-        "tokens": [int((levels <= lv).sum()) for lv in (1, 2, 3)],
-        "category_tokens": [int(((levels <= lv) & ~other).sum()) for lv in (1, 2, 3)],
-        "bits": [float(bits[levels <= lv].sum()) for lv in (1, 2, 3)],
-        "scalar": r2v["all"],
-        "temporal": r2v.get("temporal"),
-        "validation_rows": summary["validation_rows"],
-        "train_rows": summary["train_rows"],
-    }
-
-
 # ---------------------------------------------------------------------------------------------- baselines
-def fit_pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean [D], components [k, D]) of the training rows, by variance."""
-    mean = x.mean(0)
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    return mean, vt[:k]
-
-
-def kmeans(x: np.ndarray, k: int, seed: int) -> KMeans:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fewer distinct points than codes (discrete features)
-        return KMeans(n_clusters=min(k, len(x)), n_init=1, random_state=seed).fit(x)
-
-
 def quantize(ztr: np.ndarray, zva: np.ndarray, levels: int, k: int, seed: int) -> list[np.ndarray]:
     """Residual k-means of one block of components; returns the validation reconstruction after each
     level ([levels] of [n_val, dims]); ``levels = 1`` is one PQ subspace."""
@@ -168,17 +91,14 @@ def baselines(train: np.ndarray, val: np.ndarray, budgets: list[int], k: int, se
         return z @ comps[: z.shape[1]] + mean
 
     n_sub = min(max(budgets), dims // SUBSPACE_DIM)
-    pq_rec = [quantize(ztr[:, SUBSPACE_DIM * j:SUBSPACE_DIM * (j + 1)], zva[:, SUBSPACE_DIM * j:SUBSPACE_DIM * (j + 1)],
-                       1, k, seed + j)[0] for j in range(n_sub)]
     n_grp = min(max(groups.values()), dims // GROUP_DIM)
     rq_rec = [quantize(ztr[:, GROUP_DIM * g:GROUP_DIM * (g + 1)], zva[:, GROUP_DIM * g:GROUP_DIM * (g + 1)],
                        3, k, seed + 100_000 + g) for g in range(n_grp)]
-    out: dict = {"pca": [], "pq": [], "rq": [], "dims": dims, "codes": min(k, len(train))}
+    out: dict = {"pca": [], "pq": pca_pq(train, val, budgets, k, seed), "rq": [], "dims": dims,
+                 "codes": min(k, len(train))}
     for b in budgets:
         m = min(b, n_sub)
         out["pca"].append({"budget": b, "components": SUBSPACE_DIM * m, "r2": r2(val, back(zva[:, :SUBSPACE_DIM * m]))})
-        out["pq"].append({"budget": b, "tokens": m, "components": SUBSPACE_DIM * m,
-                          "r2": r2(val, back(np.concatenate(pq_rec[:m], axis=1)))})
         g = min(groups[b], n_grp)
         out["rq"].append({"budget": b, "tokens": 3 * g, "components": GROUP_DIM * g, "groups": g,
                           "r2_levels": [r2(val, back(np.concatenate([rq_rec[i][lv] for i in range(g)], axis=1)))
@@ -256,20 +176,28 @@ def tables(result: dict) -> list[str]:
                       + "; tokens per category at the largest budget: "
                       + ", ".join(map(str, base["category_pq"][-1]["tokens_per_category"])) + "."]
         lines += ["", "| tokenizer | streams | tokens L1 / L1+2 / all (of them category streams) | bits"
-                  " L1 / L1+2 / all | validation R² coarse / +medium / all |", "|---|---|---|---|---|"]
+                  " L1 / L1+2 / all | validation R² coarse / +medium / all | IC statistics R² (all) |",
+                  "|---|---|---|---|---|---|"]
         for t in result["tokenizer"]:
             if t[fs] is None:
                 continue
-            lines.append(f"| components_per_stream {t['components_per_stream']} | {t['streams']} | "
+            lines.append(f"| {setting_label(t)} | {t['streams']} | "
                          + " / ".join(map(str, t["tokens"])) + " (" + " / ".join(map(str, t["category_tokens"]))
                          + ") | " + " / ".join(f"{b:.0f}" for b in t["bits"]) + " | "
-                         + " / ".join(f"{v:.3f}" for v in t[fs]) + " |")
+                         + " / ".join(f"{v:.3f}" for v in t[fs])
+                         + (f" | {t['ic'][2]:.3f} |" if t.get("ic") else " | — |"))
         lines.append("")
     gaps = gap_lines(result)
     if gaps:
         lines += gaps + [""]
     lines.append(f"Machine: {result['machine']}; baselines {result['seconds']:.0f} s.")
     return lines
+
+
+def setting_label(t: dict) -> str:
+    """A tokenizer's model settings that set its size (the keys its config has)."""
+    keys = ("streams", "components_per_stream", "latent_dim")
+    return ", ".join(f"{k} {t['model'][k]}" for k in keys if k in t["model"])
 
 
 def interpolate(points: list[tuple[float, float]], x: float) -> float:
@@ -315,13 +243,13 @@ def plot(result: dict, path: Path) -> None:
                 label="PCA, 2 components / token (unquantized)")
         for i, t in enumerate(result["tokenizer"]):
             if t[fs] is not None:
-                ax.plot(t["tokens"], t[fs], "D-", color=f"C{3 + i}", label="tokenizer (components_per_stream"
-                        f" {t['components_per_stream']}): coarse, +medium, all")
+                ax.plot(t["tokens"], t[fs], "D-", color=f"C{3 + i}",
+                        label=f"tokenizer ({setting_label(t)}): coarse, +medium, all")
         ax.set_xlabel("informative tokens per operator")
         ax.set_ylabel("validation R² (pooled)")
         ax.set_title(f"{fs}: {base['columns']} columns, {base['validation_rows']} validation rows")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best", framealpha=0.9)
+        ax.legend(fontsize=6, loc="lower right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

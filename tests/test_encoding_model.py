@@ -12,7 +12,8 @@ from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.metrics import evaluate
-from spinlock.encoding.model import LEVELS, ModelSpec, category_stream_count, scale_codebook_sizes, stream_names
+from spinlock.encoding.model import LEVELS, ModelSpec, scale_codebook_sizes, stream_names
+from spinlock.encoding.rates import allocate_streams, plan_streams
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import prepare_inputs
@@ -91,14 +92,28 @@ def test_decoding_codes_equals_the_eval_forward(data):
         assert len(counts) == size and counts.sum() == idx.shape[0] * idx.shape[1]
 
 
-@pytest.mark.parametrize("rank,per_stream,expected", [(24, 8, 3), (24, 5, 5), (3, 8, 1), (24, 0, 1), (9, 8, 2)])
-def test_stream_count_follows_the_components_a_category_needs(rank, per_stream, expected):
-    """Rank-r data (40 columns, equal-variance components) needs r components for 95 % of its variance,
-    so it gets ceil(r / per_stream) streams; 0 means one stream whatever the width."""
+def test_streams_go_to_the_categories_whose_next_components_hold_most_variance():
+    """Every category keeps one stream; each further stream goes to the largest next group of
+    components (A's second group holds 20, B's 12, A's third 4); no category gets more streams than
+    it has groups of components."""
+    v = [np.array([10.0] * 4 + [5.0] * 4 + [1.0] * 4), np.array([8.0] * 4 + [6.0] * 2), np.array([0.1])]
+    assert allocate_streams(v, 2, 4) == [1, 1, 1]
+    assert allocate_streams(v, 4, 4) == [2, 1, 1]
+    assert allocate_streams(v, 5, 4) == [2, 2, 1]
+    assert allocate_streams(v, 6, 4) == [3, 2, 1]
+    assert allocate_streams(v, 50, 4) == [3, 2, 1]
+
+
+def test_plan_streams_reads_the_variance_of_each_category():
+    """A rank-12 category of large variance gets the extra streams, a rank-2 one of small variance none."""
     rng = np.random.default_rng(0)
-    basis = np.linalg.qr(rng.standard_normal((40, rank)))[0].T  # orthonormal rows
-    x = rng.standard_normal((2000, rank)) @ basis
-    assert category_stream_count(x, per_stream) == expected
+    wide = rng.standard_normal((500, 12)) @ np.linalg.qr(rng.standard_normal((30, 12)))[0].T * 3.0
+    narrow = rng.standard_normal((500, 2)) @ np.linalg.qr(rng.standard_normal((5, 2)))[0].T
+    x = np.concatenate([wide, narrow], axis=1)
+    cols = [tuple(range(30)), tuple(range(30, 35))]
+    assert plan_streams(x, cols, 4, 4) == [3, 1]
+    assert plan_streams(x, cols, 4, 6) == [2, 1]
+    assert plan_streams(None, cols, 4, 4) == [1, 1]
 
 
 def test_a_category_with_several_streams_emits_one_token_triple_per_stream(data):

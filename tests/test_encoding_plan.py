@@ -31,25 +31,29 @@ def _sample(rows: int = 3000) -> np.ndarray:
 def test_plan_sizes_streams_and_codebooks_to_the_sample():
     spec, plan = plan_model(ModelConfig(), _categories(), _sample(), temporal_features=2, temporal_length=16,
                             ic_channels=3, ic_resolution=8)
-    # 3000 rows / 8 per code = 375 -> levels capped at 256
-    assert spec.codebook_sizes == (128, 256, 256)
-    assert spec.category_streams == (1, 2, 1)  # ceil(12 components / 6 per stream)
-    assert spec.encoder_names == ("c00_cont", "c01_wide.0", "c01_wide.1", "c02_discrete", "temporal", "ic")
-    levels = (128, 256, 256)
+    # 3000 rows / 8 per code = 375 -> levels capped at 256 (the configured 256 each)
+    assert spec.codebook_sizes == (256, 256, 256)
+    # 24 streams by variance, 4 components each: the wide category's 12 components fill 3 streams, the
+    # one-component categories keep their one; the budget is not spent on components without variance
+    assert spec.category_streams == (1, 3, 1)
+    assert spec.encoder_names == ("c00_cont", "c01_wide.0", "c01_wide.1", "c01_wide.2", "c02_discrete", "temporal",
+                                  "ic")
+    levels = (256, 256, 256)
     # 30 and 3 distinguishable inputs: level 1 resolves them, finer levels get one code
-    assert spec.encoder_codebook_sizes == ((30, 1, 1), levels, levels, (3, 1, 1), levels, levels)
+    assert spec.encoder_codebook_sizes == ((30, 1, 1), levels, levels, levels, (3, 1, 1), levels, levels)
     assert (spec.n_features, spec.temporal_features, spec.temporal_length) == (14, 2, 16)
     assert (spec.ic_channels, spec.ic_resolution) == (3, 8)
     assert spec.category_columns == ((0,), tuple(range(1, 13)), (13,))
-    assert plan == {"configured": [128, 256, 512], "init_rows": 3000, "rows_per_code": 8, "code_resolution": 0.05,
-                    "components_per_stream": 6,
-                    "category_streams": {"c00_cont": 1, "c01_wide": 2, "c02_discrete": 1},
+    assert plan == {"configured": [256, 256, 256], "init_rows": 3000, "rows_per_code": 8, "code_resolution": 0.05,
+                    "streams": 24, "components_per_stream": 4,
+                    "category_streams": {"c00_cont": 1, "c01_wide": 3, "c02_discrete": 1},
                     "effective_inputs": {"c00_cont": 30.0, "c01_wide.0": None, "c01_wide.1": None,
+                                         "c01_wide.2": None,
                                          "c02_discrete": 3.0, "temporal": None, "ic": None}}
     msg = codebook_message(spec, plan)
-    assert "[128, 256, 256] codes per level (configured [128, 256, 512]" in msg
+    assert "[256, 256, 256] codes per level;" in msg  # not scaled down: no "configured" note
     assert "c00_cont [30, 1, 1] (~30 inputs), c02_discrete [3, 1, 1] (~3 inputs)" in msg
-    assert "(4 levels with one code" in msg and "c01_wide x2" in msg
+    assert "(4 levels with one code" in msg and "c01_wide x3" in msg
 
 
 def test_plan_without_temporal_curves_or_rows():

@@ -51,11 +51,12 @@ class CategoryConfig(Strict):
 class ModelConfig(Strict):
     """Hierarchical VQ-VAE architecture."""
 
-    latent_dim: int = Field(32, ge=2, le=1024)
-    """Width of each encoder's latent vector (the space its residual quantizer works in)."""
+    latent_dim: int = Field(8, ge=2, le=1024)
+    """Width of each token stream's latent vector (the space its residual quantizer works in); at
+    least ``components_per_stream``."""
     hidden_dim: int = Field(256, ge=8, le=8192)
     """Hidden width of the category encoders and of the shared decoder."""
-    codebook_sizes: tuple[int, int, int] = (128, 256, 512)
+    codebook_sizes: tuple[int, int, int] = (256, 256, 256)
     """Codes per level (coarse, medium, fine): upper bounds, scaled down for small datasets and for
     encoders with few distinguishable inputs (``rows_per_code``, ``code_resolution``; docs/tokenizer.md)."""
     rows_per_code: int = Field(8, ge=1)
@@ -64,9 +65,13 @@ class ModelConfig(Strict):
     code_resolution: float = Field(0.05, gt=0.0)
     """Grid step, in standard deviations of the cleaned features, at which a category's inputs count as
     distinguishable; an encoder with few effective inputs gets that many codes over its three levels."""
-    components_per_stream: int = Field(6, ge=0)
-    """A category gets one token stream (three codes) per this many principal components it needs for
-    95 % of its training variance; 0: one stream per category (docs/tokenizer.md, "Token streams")."""
+    streams: int = Field(24, ge=1)
+    """Token streams (three codes each) shared by the categories: one per category, the rest to the
+    categories whose next ``components_per_stream`` principal components explain most training
+    variance (docs/tokenizer.md, "Token streams")."""
+    components_per_stream: int = Field(4, ge=1)
+    """Principal components of its category that one stream carries: the unit of the allocation, and
+    the latent dimensions its encoder's linear part is initialised to (PCA)."""
     commitment_weight: float = Field(0.25, ge=0.0)
     """Weight of the commitment loss ||z - sg(q)||^2 of every level."""
     ema_decay: float = Field(0.95, gt=0.0, lt=1.0)
@@ -81,7 +86,15 @@ class ModelConfig(Strict):
     temporal_weight: float = Field(1.0, ge=0.0)
     """Weight of the temporal-curve reconstruction loss relative to the scalar-feature loss."""
     ic_weight: float = Field(0.5, ge=0.0)
-    """Weight of the coarse (8 x 8) initial-condition reconstruction loss."""
+    """Weight of the loss on the initial condition's translation-invariant statistics (per channel mean,
+    log std, log radial power spectrum)."""
+
+    @model_validator(mode="after")
+    def _latent(self) -> ModelConfig:
+        if self.components_per_stream > self.latent_dim:
+            raise ValueError(f"components_per_stream ({self.components_per_stream}) must be <= latent_dim"
+                             f" ({self.latent_dim}): a stream's latent holds its components")
+        return self
 
 
 class TrainingConfig(Strict):

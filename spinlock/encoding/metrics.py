@@ -152,7 +152,7 @@ def evaluate(model: HierarchicalVQVAE, batches: Iterable[dict[str, torch.Tensor]
     spec = model.spec
     acc_x = [R2Accumulator(spec.n_features) for _ in range(LEVELS)]
     acc_t = [R2Accumulator(spec.temporal_length * spec.temporal_features) for _ in range(LEVELS)]
-    acc_ic = [R2Accumulator(spec.ic_channels * model.ic_target_resolution**2) for _ in range(LEVELS)]
+    acc_ic = [R2Accumulator(model.ic_target_dim) for _ in range(LEVELS)]
     counts = [[np.zeros(k, dtype=np.int64) for k in sizes] for sizes in spec.encoder_codebook_sizes]
     rows = 0
     try:
@@ -171,7 +171,7 @@ def evaluate(model: HierarchicalVQVAE, batches: Iterable[dict[str, torch.Tensor]
                 if rt is not None:
                     acc_t[lv].update(t.flatten(1), rt.flatten(1))
                 if ric is not None:
-                    acc_ic[lv].update(ic_target.flatten(1), ric.flatten(1))
+                    acc_ic[lv].update(ic_target, ric)
     finally:
         model.train(was)
     r2 = {"all": [a.r2() for a in acc_x]}

@@ -1,14 +1,15 @@
 """Hierarchical VQ-VAE: one encoder per feature category, a temporal encoder, a CNN branch over ICs.
 
 Every encoder maps its input to one latent ``z`` [B, L] per token stream (a wide category has several,
-:func:`category_stream_count`), and a three-level residual quantizer per stream
+:func:`spinlock.encoding.rates.allocate_streams`), and a three-level residual quantizer per stream
 (vector-quantize-pytorch ``ResidualVQ``: EMA codebooks, k-means init, dead-code replacement) turns into
 codes: level 1 quantizes ``z``, level 2 the residual ``z - q1``, level 3 ``z - q1 - q2``, so the levels
-are coarse → medium → fine by construction. A shared decoder (an MLP plus a linear path) reconstructs,
-from all quantized latents, the cleaned scalar features [B, D'], the temporal curves [B, T', Dt'] and
-a coarse 8 x 8 copy of the (normalised) initial condition. Training uses quantizer dropout (random
-truncation to the first 1-3 levels, one draw per step for all streams) so that a prefix of the levels
-decodes on its own.
+are coarse → medium → fine by construction. A category encoder is a linear map (initialised to the
+category's PCA, :meth:`HierarchicalVQVAE.initialize_from_pca`) plus an MLP. A shared decoder (an MLP
+plus a linear path) reconstructs, from all quantized latents, the cleaned scalar features [B, D'], the
+temporal curves [B, T', Dt'] and translation-invariant statistics of the (normalised) initial condition
+(:func:`ic_descriptors`). Training decodes every prefix of the levels (coarse, +medium, all) so that a
+truncated token sequence decodes on its own.
 Codebook sizes are fitted to the data per level (:func:`scale_codebook_sizes`) and per encoder
 (:func:`encoder_codebook_sizes`); dead codes are judged against their fair share of a training step
 (:meth:`HierarchicalVQVAE.set_step_rows`). docs/tokenizer.md ("Codebooks") gives the measurements.
@@ -33,7 +34,6 @@ from spinlock.encoding.inputs import pool_ic  # noqa: F401  (re-exported)
 
 LEVELS = 3
 IC_EMBEDDING_DIM = 28
-IC_TARGET_RESOLUTION = 8
 TEMPORAL_POSITIONS = 16
 
 
@@ -95,25 +95,6 @@ def stream_names(categories: list[str], streams: tuple[int, ...] | list[int]) ->
     return [n if s == 1 else f"{n}.{j}" for n, s in zip(categories, streams, strict=True) for j in range(s)]
 
 
-def category_stream_count(x: np.ndarray, components_per_stream: int, variance: float = 0.95) -> int:
-    """Token streams for a category whose cleaned training rows are ``x`` [n, f]: one per
-    ``components_per_stream`` principal components needed to explain ``variance`` of its variance
-    (0: always one).
-
-    Why: each stream carries three codes (at most ~23 bits), whatever the category's width. On a
-    generated 4096-operator run one category of 240 summary features held half of all variance and
-    needed 63 components for 95 % of it (two others 19 and 20), while most categories needed <= 4;
-    with one stream each, validation R² stayed at ~0.83 (docs/tokenizer.md, "Token streams")."""
-    if components_per_stream == 0 or x.shape[1] <= components_per_stream or x.shape[0] < 2:
-        return 1
-    xc = np.asarray(x, np.float64) - x.mean(axis=0)
-    ev = np.linalg.svd(xc, compute_uv=False) ** 2
-    if ev.sum() <= 0:
-        return 1
-    needed = int(np.searchsorted(np.cumsum(ev) / ev.sum(), variance) + 1)
-    return max(1, math.ceil(min(needed, x.shape[1]) / components_per_stream))
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Constructor arguments of :class:`HierarchicalVQVAE` (saved as JSON with the tokenizer).
@@ -147,6 +128,9 @@ class ModelSpec:
     """Codes per level of each stream (each <= ``codebook_sizes``); empty: ``codebook_sizes`` for all."""
     category_streams: tuple[int, ...] = ()
     """Token streams of each category (empty: one each)."""
+    pca_components: int = 0
+    """Principal components of its category that initialise each category stream's latent (stream j:
+    components ``j·p`` onwards, :meth:`HierarchicalVQVAE.initialize_from_pca`); 0: random initialisation."""
 
     def __post_init__(self) -> None:
         if not self.category_streams:
@@ -191,8 +175,9 @@ class ModelSpec:
 
 @dataclass
 class ModelOutput:
-    """Reconstructions (same shapes as the inputs; ``ic_target`` [B, C, 8, 8]), ``indices`` [B, E, 3]
-    (-1 for levels dropped by quantizer dropout), ``commit_loss`` scalar."""
+    """Reconstructions (shapes of the inputs, with a leading level axis [3, ...] in training mode;
+    ``ic`` and ``ic_target`` [B, C·(2 + R/2)], :func:`ic_descriptors`), ``indices`` [B, E, 3],
+    ``commit_loss`` scalar."""
 
     x: torch.Tensor
     temporal: torch.Tensor | None
@@ -200,6 +185,36 @@ class ModelOutput:
     ic_target: torch.Tensor | None
     indices: torch.Tensor
     commit_loss: torch.Tensor
+
+
+def radial_bins(resolution: int) -> torch.Tensor:
+    """[R·(R//2+1), R//2] weights averaging the ``rfft2`` power of an R x R field over rings of
+    integer radius 1..R/2 (cycles per domain); half-plane modes with a mirror count twice."""
+    ky = torch.fft.fftfreq(resolution) * resolution
+    kx = torch.fft.rfftfreq(resolution) * resolution
+    radius = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).round().long().flatten()
+    mirror = torch.where((kx > 0) & (kx < resolution / 2), 2.0, 1.0).expand(resolution, -1).flatten()
+    bins = resolution // 2
+    w = torch.zeros(len(radius), bins)
+    ring = (radius >= 1) & (radius <= bins)
+    w[ring.nonzero()[:, 0], radius[ring] - 1] = mirror[ring]
+    return w / w.sum(0, keepdim=True)
+
+
+def ic_descriptors(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """[B, C, R, R] (normalised) initial condition → [B, C·(2 + R/2)] translation-invariant statistics:
+    per channel the spatial mean, log standard deviation and log radially averaged power spectrum
+    (``bins`` from :func:`radial_bins`).
+
+    Why: the IC branch ends in spatial mean/std pooling, so its embedding cannot say *where* structure
+    is; a coarse 8 x 8 copy of the field as target left its validation R² negative (-0.1). These
+    statistics are what a translation-invariant embedding can carry: amplitude and length scales.
+    """
+    mean = x.mean(dim=(2, 3))
+    std = x.std(dim=(2, 3), unbiased=False)
+    f = torch.fft.rfft2(x - mean[..., None, None], norm="ortho")
+    power = (f.real**2 + f.imag**2).flatten(2) @ bins  # [B, C, R/2]
+    return torch.cat([mean, torch.log(std + 1e-4), torch.log(power + 1e-6).flatten(1)], dim=1)
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -260,6 +275,9 @@ class HierarchicalVQVAE(nn.Module):
         self._splits = [len(c) for c in spec.category_columns]
         self.category_encoders = nn.ModuleList(
             _mlp(len(c), H, s * L) for c, s in zip(spec.category_columns, spec.category_streams, strict=True))
+        # linear part of each category encoder, initialised to the category's PCA (initialize_codebooks)
+        self.category_linear = nn.ModuleList(
+            nn.Linear(len(c), s * L) for c, s in zip(spec.category_columns, spec.category_streams, strict=True))
         self.temporal_encoder = (TemporalEncoder(spec.temporal_features, spec.temporal_length, H, L)
                                  if spec.temporal_features else None)
         self.ic_encoder = ICEncoder(spec.ic_channels) if spec.ic_channels else None
@@ -275,8 +293,6 @@ class HierarchicalVQVAE(nn.Module):
                 decay=spec.ema_decay,
                 threshold_ema_dead_code=spec.dead_code_threshold,
                 commitment_weight=spec.commitment_weight,
-                quantize_dropout=True,
-                quantize_dropout_cutoff_index=0,
                 sync_codebook=sync,  # all-reduce EMA statistics and k-means under DDP
             )
             for sizes in spec.encoder_codebook_sizes
@@ -289,23 +305,25 @@ class HierarchicalVQVAE(nn.Module):
         self.head_x = nn.Linear(D, spec.n_features)
         self.head_t = (nn.Linear(D, spec.temporal_length * spec.temporal_features)
                        if spec.temporal_features else None)
-        self.ic_target_resolution = min(IC_TARGET_RESOLUTION, spec.ic_resolution)
-        self.head_ic = (nn.Linear(D, spec.ic_channels * self.ic_target_resolution**2)
-                        if spec.ic_channels else None)
+        if spec.ic_channels:
+            self.register_buffer("_ic_bins", radial_bins(spec.ic_resolution), persistent=False)
+        self.ic_target_dim = spec.ic_channels * (2 + spec.ic_resolution // 2)
+        self.head_ic = nn.Linear(D, self.ic_target_dim) if spec.ic_channels else None
 
     # ------------------------------------------------------------------ encoding
     def latents(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None):
         """Unquantized latents, list of E (streams) tensors [B, L]; plus (IC embedding [B, 28], IC target)."""
         parts = torch.split(x[:, self._columns], self._splits, dim=1)
         L = self.spec.latent_dim
-        zs = [z for enc, p in zip(self.category_encoders, parts, strict=True) for z in enc(p).split(L, dim=1)]
+        zs = [z for enc, lin, p in zip(self.category_encoders, self.category_linear, parts, strict=True)
+              for z in (lin(p) + enc(p)).split(L, dim=1)]
         if self.temporal_encoder is not None:
             zs.append(self.temporal_encoder(t))
         emb = target = None
         if self.ic_encoder is not None:
             emb, normed = self.ic_encoder(ic)
             zs.append(self.ic_project(emb))
-            target = F.adaptive_avg_pool2d(normed, self.ic_target_resolution).detach()
+            target = ic_descriptors(normed, self._ic_bins).detach()
         return zs, emb, target
 
     def decode(self, quantized: torch.Tensor):
@@ -313,21 +331,35 @@ class HierarchicalVQVAE(nn.Module):
         h = torch.cat([self.decoder(quantized), quantized], dim=1)
         b, s = quantized.shape[0], self.spec
         t = self.head_t(h).view(b, s.temporal_length, s.temporal_features) if self.head_t is not None else None
-        r = self.ic_target_resolution
-        ic = self.head_ic(h).view(b, s.ic_channels, r, r) if self.head_ic is not None else None
+        ic = self.head_ic(h) if self.head_ic is not None else None
         return self.head_x(h), t, ic
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, ic: torch.Tensor | None = None,
-                dropout_seed: int | None = None) -> ModelOutput:
-        """x [B, D'], t [B, T', Dt'], ic [B, C, R, R]; ``dropout_seed`` fixes the level truncation."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None, ic: torch.Tensor | None = None) -> ModelOutput:
+        """x [B, D'], t [B, T', Dt'], ic [B, C, R, R]. In training mode the reconstructions are those of
+        every prefix of the levels, stacked first ([3, B, ...]: coarse, +medium, all); in eval mode those
+        of all levels.
+
+        Why every prefix: a truncated token sequence must decode on its own. Random quantizer dropout
+        (one truncation level per step) trained each prefix on a third of the steps and each finer
+        codebook's EMA on the steps that reached it; decoding all three (the decoder is small next to
+        the encoders and quantizers) trains every prefix and codebook on every step."""
         zs, _, target = self.latents(x, t, ic)
         qs, idx, commit = [], [], x.new_zeros(())
         for z, rvq in zip(zs, self.quantizers, strict=True):
-            q, i, losses = rvq(z[:, None, :], rand_quantize_dropout_fixed_seed=dropout_seed)
-            qs.append(q[:, 0])
+            q, i, losses = rvq(z[:, None, :])
+            if self.training:  # straight-through estimate of each prefix sum of the codes
+                codes = rvq.get_codes_from_indices(i)[:, :, 0].cumsum(0)  # [3, B, L]
+                qs.append(z + (codes - z).detach())
+            else:
+                qs.append(q[:, 0])
             idx.append(i[:, 0])
             commit = commit + losses.sum()
-        rx, rt, ric = self.decode(torch.cat(qs, dim=1))
+        if not self.training:
+            rx, rt, ric = self.decode(torch.cat(qs, dim=1))
+        else:
+            b = x.shape[0]
+            out = self.decode(torch.cat(qs, dim=-1).flatten(0, 1))
+            rx, rt, ric = (None if r is None else r.view(LEVELS, b, *r.shape[1:]) for r in out)
         return ModelOutput(rx, rt, ric, target, torch.stack(idx, dim=1), commit / len(zs))
 
     def _codebooks(self):
@@ -355,22 +387,18 @@ class HierarchicalVQVAE(nn.Module):
     @torch.no_grad()
     def initialize_codebooks(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None,
                              step_rows: int | None = None) -> None:
-        """k-means initialisation of every level from one (large) batch, all levels, no dropout.
+        """PCA initialisation of the category encoders (``spec.pca_components``), then k-means
+        initialisation of every level from one (large) batch.
 
         k-means leaves each code's EMA count at its cluster size in the whole init batch, tens of
         times its count per training step, so codes that the moving encoders leave behind would
         look alive for hundreds of steps. With ``step_rows`` (rows per training step on this rank)
         the counts and sums are rescaled to one step (the code vectors do not change).
         """
-        was = [q.quantize_dropout for q in self.quantizers]
-        for q in self.quantizers:
-            q.quantize_dropout = False
+        if self.spec.pca_components:
+            self.initialize_from_pca(x)
         self.train()
-        try:
-            self.forward(x, t, ic)
-        finally:
-            for q, w in zip(self.quantizers, was, strict=True):
-                q.quantize_dropout = w
+        self.forward(x, t, ic)
         if step_rows is not None:
             scale = step_rows / x.shape[0]
             for cb, _ in self._codebooks():
@@ -378,10 +406,51 @@ class HierarchicalVQVAE(nn.Module):
                 cb.embed_avg.mul_(scale)
 
     @torch.no_grad()
+    def initialize_from_pca(self, x: torch.Tensor) -> None:
+        """Start from a per-category linear code of ``x`` [n, D'] (cleaned rows): the linear part of
+        category c's encoder maps stream j's first p = ``pca_components`` latent dimensions to the
+        category's principal components ``j·p .. j·p + p - 1`` (centred, unscaled) and its other
+        dimensions to 0; the decoder's linear path maps those latent dimensions back (component vectors,
+        bias = the rows' mean); the MLP parts (encoder outputs and the decoder's hidden-state weights)
+        are scaled by 0.1, so they start as small corrections.
+
+        Why: with the k-means that follows, the untrained model is a per-category PCA + residual
+        quantization code, which training then bends; trained from random weights the model ended far
+        below a linear code of the same size (docs/tokenizer.md, "Frontier"). Under DDP rank 0's
+        initialisation is broadcast, so all ranks start from the same weights.
+        """
+        L, H, p = self.spec.latent_dim, self.spec.hidden_dim, min(self.spec.pca_components, self.spec.latent_dim)
+        w = self.head_x.weight
+        w[:, :H] *= 0.1
+        w[:, H:] = 0
+        e = 0
+        for cols, s, lin, enc in zip(self.spec.category_columns, self.spec.category_streams, self.category_linear,
+                                     self.category_encoders, strict=True):
+            xc = x[:, list(cols)].double()
+            mean = xc.mean(0)
+            _, _, vt = torch.linalg.svd(xc - mean, full_matrices=False)
+            lin.weight.zero_()
+            lin.bias.zero_()
+            enc[-1].weight.mul_(0.1)
+            enc[-1].bias.mul_(0.1)
+            for j in range(s):
+                comps = vt[j * p:(j + 1) * p].float()
+                k = len(comps)
+                lin.weight[j * L:j * L + k] = comps
+                lin.bias[j * L:j * L + k] = -(comps @ mean.float())
+                w[torch.tensor(cols)[:, None], H + (e + j) * L + torch.arange(k)[None, :]] = comps.T
+            e += s
+        self.head_x.bias.copy_(x.mean(0))
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for m in (self.head_x, *self.category_linear, *(enc[-1] for enc in self.category_encoders)):
+                for param in m.parameters():
+                    dist.broadcast(param.data, src=0)
+
+    @torch.no_grad()
     def encode(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None):
         """Eval-mode codes: (indices [B, E, 3] int64, IC embedding [B, 28] or None).
 
-        Runs in eval mode whatever the current mode (no EMA update, no dropout), then restores it.
+        Runs in eval mode whatever the current mode (no EMA update), then restores it.
         """
         was = self.training
         self.eval()

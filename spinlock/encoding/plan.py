@@ -16,12 +16,12 @@ from spinlock.config.tokenizer import ModelConfig, TokenizerConfig
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import (
     ModelSpec,
-    category_stream_count,
     effective_inputs,
     encoder_codebook_sizes,
     scale_codebook_sizes,
     stream_names,
 )
+from spinlock.encoding.rates import plan_streams
 from spinlock.encoding.training import TrainSettings
 from spinlock.storage.layout import SCALAR_FAMILIES
 
@@ -36,7 +36,8 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
     ``sample`` [n, D'] holds the cleaned training rows k-means starts from (the first
     ``min(training rows, training.kmeans_init_rows)``); D' is the cleaned feature count.
     Level sizes: ``scale_codebook_sizes(codebook_sizes, n, rows_per_code)``. Token streams per category:
-    ``category_stream_count`` of its columns in the sample. Per stream: ``encoder_codebook_sizes`` from
+    ``plan_streams`` (``model.streams`` allocated by the variance of each category's principal
+    components in the sample). Per stream: ``encoder_codebook_sizes`` from
     the effective inputs of each single-stream category in the sample (categories with several streams,
     the temporal and IC encoders are high-dimensional, so they keep the level sizes; with no rows
     nothing is measured). Returns the spec and a JSON-able dict of those numbers (``summary.json`` →
@@ -48,12 +49,10 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
     levels = scale_codebook_sizes(m.codebook_sizes, init_rows, m.rows_per_code)
     # per category: its streams, and (single-stream categories only; several streams mean a
     # high-dimensional input) its effective inputs, one entry per stream
-    streams: list[int] = []
     effective: list[float | None] = []
-    for c in categories:
+    streams = plan_streams(sample, [c.columns for c in categories], m.streams, m.components_per_stream)
+    for c, s in zip(categories, streams, strict=True):
         cols = sample[:, list(c.columns)]
-        s = category_stream_count(cols, m.components_per_stream)
-        streams.append(s)
         effective += [effective_inputs(cols, m.code_resolution) if init_rows else None] if s == 1 else [None] * s
     names = (*stream_names([c.name for c in categories], streams), *(("temporal",) if temporal_features else ()),
              "ic")
@@ -75,9 +74,11 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
         encoder_names=names,
         encoder_codebook_sizes=encoder_codebook_sizes(levels, effective, init_rows, m.rows_per_code),
         category_streams=tuple(streams),
+        pca_components=m.components_per_stream,
     )
     plan = {"configured": list(m.codebook_sizes), "init_rows": init_rows, "rows_per_code": m.rows_per_code,
-            "code_resolution": m.code_resolution, "components_per_stream": m.components_per_stream,
+            "code_resolution": m.code_resolution, "streams": m.streams,
+            "components_per_stream": m.components_per_stream,
             "category_streams": {c.name: s for c, s in zip(categories, streams, strict=True)},
             "effective_inputs": {n: (round(e, 1) if e is not None else None)
                                  for n, e in zip(names, effective, strict=True)}}
@@ -113,7 +114,7 @@ def codebook_message(spec: ModelSpec, plan: dict) -> str:
     multi = [f"{n} x{s}" for n, s in plan["category_streams"].items() if s > 1]
     if multi:
         msg += (f"; {spec.n_encoders} token streams, several for wide categories (one per"
-                f" {plan['components_per_stream']} principal components of 95 % variance): " + ", ".join(multi))
+                f" {plan['components_per_stream']} principal components, by variance): " + ", ".join(multi))
     return msg
 
 

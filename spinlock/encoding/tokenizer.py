@@ -35,7 +35,8 @@ from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 from spinlock.storage.layout import CATEGORIES_FILE, CLEANING_FILE, META_FILE, MODEL_FILE
 
-TOKENIZER_FORMAT = 3  # 2: token streams, output heads read the latents too; 3: token layout (informative only)
+TOKENIZER_FORMAT = 4  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
+# 4: linear (PCA-initialised) part of the category encoders, IC-statistics head
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,7 @@
 Reproducibility: the model is built under a forked global torch RNG seeded from
 ``derive_key(seed, "tokenizer.init")`` (torch module init and vector-quantize-pytorch's k-means and
 dead-code sampling draw from the global generator, so it is scoped, never left modified); every epoch
-re-seeds it from ``(seed, epoch, rank)`` and every step fixes the quantizer-dropout level from
-``(seed, epoch, step)``. Deterministic algorithms are switched on for the loop's duration only. So a
+re-seeds it from ``(seed, epoch, rank)``. Deterministic algorithms are switched on for the loop's duration only. So a
 run resumed from an epoch checkpoint (model, optimizer, history) continues exactly as if it had not
 been interrupted, given the same batches.
 """
@@ -110,7 +109,10 @@ def build_model(spec: ModelSpec, seed: int) -> HierarchicalVQVAE:
 
 
 def loss_terms(out: ModelOutput, batch: Batch, settings: TrainSettings) -> dict[str, torch.Tensor]:
-    """Scalar-feature MSE, temporal MSE, coarse-IC MSE, commitment; ``total`` is their weighted sum."""
+    """Scalar-feature MSE, temporal MSE, IC-statistics MSE, commitment; ``total`` is their weighted sum.
+
+    The reconstructions carry a leading level axis in training (every prefix of the levels), so each
+    MSE is the mean over the three prefixes."""
     terms = {"recon": torch.mean((out.x - batch["x"]) ** 2), "commit": out.commit_loss}
     total = terms["recon"] + terms["commit"]
     if out.temporal is not None:
@@ -202,8 +204,7 @@ def train_model(
                 for step, batch in enumerate(batches):
                     if step == 0:  # dead-code thresholds follow the step size (also after a resume)
                         model.set_step_rows(batch["x"].shape[0] * _world_size())
-                    seed = derive_key(settings.seed, "tokenizer.dropout", epoch, step)
-                    out = net(batch["x"], batch.get("temporal"), batch.get("ic"), dropout_seed=seed)
+                    out = net(batch["x"], batch.get("temporal"), batch.get("ic"))
                     terms = loss_terms(out, batch, settings)
                     optimizer.zero_grad(set_to_none=True)
                     terms["total"].backward()

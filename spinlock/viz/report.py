@@ -200,6 +200,13 @@ def tokenizer_section(run: RunData, out: Path, mode: str, seed: int, cmap: str =
     if tokens is None:
         s.lines.append("No /tokens in the dataset: code usage, embedding and same-token panels omitted.")
         return s
+    from spinlock.encoding.frontier import run_frontier  # torch + the quantizer library: only when tokenized
+
+    try:
+        fig = tp.plot_frontier(run_frontier(run.out_dir))
+        s.plots.append(Plot(_save(fig, out / "tokenizer-frontier.png"), "validation R² against tokens, vs PCA + PQ"))
+    except (SpinlockError, KeyError) as e:
+        s.lines.append(f"Frontier omitted: {e}")
     s.table = [("categories", ", ".join(tokens.categories)), ("levels", str(tokens.levels))]
     s.plots.append(Plot(_save(tp.plot_code_usage(tokens), out / "tokenizer-code-usage.png"), "final code usage"))
     try:

@@ -137,6 +137,27 @@ def plot_code_usage(tokens: Tokens) -> Figure:
     return fig
 
 
+def plot_frontier(frontier: dict) -> Figure:
+    """Validation R² of the cleaned scalar features against informative tokens per operator: the
+    tokenizer's level prefixes (coarse, +medium, all) and PCA + PQ with the same token counts
+    (``spinlock.encoding.frontier.run_frontier``)."""
+    t, pq = frontier["tokenizer"], frontier["pq"]
+    fig = _figure(5.0, 3.4)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.88)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([p["tokens"] for p in pq], [p["r2"] for p in pq], "o-", color="C0", label="PCA + PQ (256 codes / token)")
+    ax.plot(t["tokens"], t["scalar"], "D-", color="C3", label="tokenizer: coarse, +medium, all")
+    for n, v in zip(t["tokens"], t["scalar"], strict=True):
+        ax.annotate(f"{v:.3f}", (n, v), textcoords="offset points", xytext=(4, -10), fontsize=6, color="C3")
+    ax.set_xlabel("informative tokens per operator", fontsize=7)
+    ax.set_ylabel("validation R² (pooled)", fontsize=7)
+    ax.set_title(f"frontier: {t['validation_rows']} validation rows", fontsize=8)
+    ax.tick_params(labelsize=6)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return fig
+
+
 def plot_category_sizes(categories: Sequence[CategoryMembers]) -> Figure:
     """Number of features per tokenizer category (horizontal bars)."""
     fig = _figure(5.5, 0.8 + 0.28 * len(categories))
