@@ -25,6 +25,7 @@ from spinlock.operators.registry import get_family
 from spinlock.rng import derive_key
 from spinlock.rollout.engine import STATUS_DIVERGED, STATUS_FAULT, RolloutEngine, feature_faults, resolve_device
 from spinlock.sampling.space import SampledSet, choices_json, sample
+from spinlock.storage.durable import temp_files
 from spinlock.storage.layout import CONFIG_FILE, parquet_path, shard_path
 from spinlock.storage.shard import ShardInfo, ShardWriter
 
@@ -259,7 +260,18 @@ def pending_shards(
             done.append(spec)
             continue
         path.unlink(missing_ok=True)
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         todo.append(spec)
+    remove_temporaries(out_dir, todo)
     return done, todo
+
+
+def remove_temporaries(out_dir: str | Path, specs: Sequence[ShardSpec]) -> None:
+    """Delete the shard and feature-table temporaries that interrupted attempts at ``specs`` left.
+
+    A writer on a node cut off from the cluster may still hold one: its rename then fails, and the shard
+    stays the one that was committed (or is generated again).
+    """
+    for spec in specs:
+        for tmp in temp_files(shard_path(out_dir, spec.shard_id)) + temp_files(parquet_path(out_dir, spec.shard_id)):
+            tmp.unlink(missing_ok=True)
 
