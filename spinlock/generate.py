@@ -31,6 +31,7 @@ from spinlock.operators.registry import get_family
 from spinlock.rng import derive_key
 from spinlock.rollout.engine import RolloutEngine, autocast_dtype, feature_faults, resolve_device
 from spinlock.sampling.space import Design, SampledSet, choices_json, sample
+from spinlock.storage.durable import temp_files
 from spinlock.storage.layout import CONFIG_FILE, STATUS_DIVERGED, STATUS_FAULT, parquet_path, shard_path
 from spinlock.storage.parquet import export_parquet
 from spinlock.storage.shard import ShardInfo, ShardWriter, inspect_shard
@@ -298,7 +299,18 @@ def pending_shards(
             done.append(spec)
             continue
         path.unlink(missing_ok=True)
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         todo.append(spec)
+    remove_temporaries(out_dir, todo)
     return done, todo
+
+
+def remove_temporaries(out_dir: str | Path, specs: Sequence[ShardSpec]) -> None:
+    """Delete the shard and feature-table temporaries that interrupted attempts at ``specs`` left.
+
+    A writer on a node cut off from the cluster may still hold one: its rename then fails, and the shard
+    stays the one that was committed (or is generated again).
+    """
+    for spec in specs:
+        for tmp in temp_files(shard_path(out_dir, spec.shard_id)) + temp_files(parquet_path(out_dir, spec.shard_id)):
+            tmp.unlink(missing_ok=True)
 

@@ -1,13 +1,16 @@
-"""Shard atomicity without timing: a writer process killed mid-shard, and the order of fsyncs and rename.
+"""Shard atomicity without timing: a writer process killed mid-shard, the order of fsyncs and rename, and
+two writers of one shard at once.
 
 Each test fails on one deliberate bug in :class:`spinlock.storage.shard.ShardWriter`: writing in place
-instead of ``*.tmp`` + rename, setting the completion marker before the data, and dropping either fsync.
+instead of a temporary + rename, setting the completion marker before the data, dropping either fsync,
+and one temporary name shared by every attempt (a writer cut off from the cluster blocks the retry).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 
 import h5py
@@ -17,6 +20,7 @@ from conftest import tiny_config
 
 from spinlock.errors import DataError
 from spinlock.generate import plan_shards, prepare_output, run_shard
+from spinlock.storage.durable import temp_files
 from spinlock.storage.layout import parquet_path, shard_path
 from spinlock.storage.merge import merge_shards
 from spinlock.storage.shard import inspect_shard
@@ -55,9 +59,8 @@ def test_process_killed_mid_shard_leaves_nothing_final_and_merge_refuses(tmp_pat
     proc.join(120)
     assert proc.exitcode == 17
     final = shard_path(tmp_path, 0)
-    tmp = Path(str(final) + ".tmp")
     assert not final.exists(), "a killed writer left a file at the final path"
-    assert tmp.exists()
+    [tmp] = temp_files(final)
     with h5py.File(tmp, "r") as f:  # the marker is set only after the data, at commit
         assert not bool(f.attrs["complete"])
         assert f["status"].shape == (4,)
@@ -91,8 +94,59 @@ def test_shard_and_table_are_fsynced_before_and_their_folders_after_the_rename(t
     run_shard(cfg, plan_shards(cfg)[0], tmp_path)
     expected = []
     for final in (str(shard_path(tmp_path, 0)), str(parquet_path(tmp_path, 0))):
-        expected += [("fsync", final + ".tmp"), ("replace", f"{final}.tmp -> {final}"),
-                     ("fsync", str(Path(final).parent))]
+        tmp = events[len(expected)][1]  # the attempt's own temporary: NAME.<random>.tmp
+        assert tmp.startswith(final + ".") and tmp.endswith(".tmp")
+        expected += [("fsync", tmp), ("replace", f"{tmp} -> {final}"), ("fsync", str(Path(final).parent))]
     assert events == expected
     with h5py.File(shard_path(tmp_path, 0), "r") as f:
         assert bool(f.attrs["complete"]) and np.array_equal(f["operators/index"][()], np.arange(4))
+
+
+def _write_until_released(out: str, release: str) -> None:
+    """Child process: write shard 0, then wait before its commit (holding the file open) until ``release``
+    exists: an actor on a node cut off from the cluster, still writing to the shared filesystem."""
+    import time
+
+    import spinlock.generate as gen
+
+    real = gen.ShardWriter.commit
+
+    def commit_when_released(self, extra_attrs=None):
+        Path(release + ".waiting").touch()
+        while not os.path.exists(release):
+            time.sleep(0.05)
+        real(self, extra_attrs)
+
+    gen.ShardWriter.commit = commit_when_released
+    cfg = tiny_config()
+    gen.run_shard(cfg, plan_shards(cfg)[0], out)
+
+
+def test_a_second_writer_of_a_shard_is_not_blocked_and_the_late_commit_is_identical(tmp_path):
+    cfg = tiny_config()
+    prepare_output(cfg, tmp_path)
+    release = tmp_path / "release"
+    cut_off = mp.get_context("spawn").Process(target=_write_until_released, args=(str(tmp_path), str(release)))
+    cut_off.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{release}.waiting").exists():
+            assert cut_off.is_alive() and time.monotonic() < deadline, "the first writer never reached its commit"
+            time.sleep(0.05)
+        final = shard_path(tmp_path, 0)
+        run_shard(cfg, plan_shards(cfg)[0], tmp_path)  # the retry, while the first writer holds its file
+        with h5py.File(final, "r") as f:
+            retry = {k: f[k][()] for k in ("operators/index", "ics/fields", "trajectories", "features/summary")}
+        table, inode = parquet_path(tmp_path, 0).read_bytes(), final.stat().st_ino
+        release.touch()
+        cut_off.join(120)
+        assert cut_off.exitcode == 0
+    finally:
+        cut_off.kill()
+    assert final.stat().st_ino != inode, "the first writer's commit did not replace the shard"
+    assert temp_files(final) == [] and temp_files(parquet_path(tmp_path, 0)) == []
+    with h5py.File(final, "r") as f:  # now the late writer's file: complete, the same rows
+        assert bool(f.attrs["complete"])
+        for k, v in retry.items():
+            np.testing.assert_array_equal(f[k][()], v, err_msg=k)
+    assert parquet_path(tmp_path, 0).read_bytes() == table

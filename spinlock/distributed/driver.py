@@ -24,7 +24,14 @@ from spinlock.distributed import cluster
 from spinlock.distributed.cluster import PoolShape, pool_shape, ray_session
 from spinlock.distributed.scheduler import PoolReport, ShardScheduler
 from spinlock.errors import SpinlockError
-from spinlock.generate import ShardSpec, check_runnable, pending_shards, plan_shards, prepare_output
+from spinlock.generate import (
+    ShardSpec,
+    check_runnable,
+    pending_shards,
+    plan_shards,
+    prepare_output,
+    remove_temporaries,
+)
 from spinlock.storage.layout import (
     CONFIG_FILE,
     DATASET_FILE,
@@ -98,6 +105,8 @@ class GenerationRun:
                 remote_url=self.remote.url if self.remote else None, show_progress=self.show_progress,
             )
             self.report = self.scheduler.run(todo, already_done=len(done))
+            if self.remote is None:  # what attempts that died left (staged files: the next run's mirror)
+                remove_temporaries(self.local, todo)
             if self.report.failed:
                 raise SpinlockError(self.report.failure_message(cfg.distributed.max_retries + 1))
             ops = sum(s.operators for s in self.report.completed)

@@ -2,9 +2,12 @@
 
 Each idle actor gets the next shard in plan order. A shard whose attempt raised, or whose actor died
 (killed, out of memory, node lost), is put back at the head of the queue; a dead actor is replaced by a
-fresh one first. Shard files are renamed into place only when complete, so a retried shard can never be
-duplicated or half-written. After ``distributed.max_retries`` failed retries a shard is given up and
-reported with its last error while every other shard still completes.
+fresh one. An actor is given shards only once it has started, so a replacement that cannot be placed
+(its node is gone and the survivors' resources are taken) never holds a shard: the surviving actors
+run it, and the replacement joins if a node comes (an autoscaler) or is dropped at the end. Shard files
+are renamed into place only when complete, so a retried shard can never be duplicated or half-written.
+After ``distributed.max_retries`` failed retries a shard is given up and reported with its last error
+while every other shard still completes.
 """
 
 from __future__ import annotations
@@ -92,7 +95,10 @@ class ShardScheduler:
         attempts: dict[int, int] = {}
         total_shards = already_done + len(specs)
         self.actors = [self._new_actor(i) for i in range(self.shape.actors)]
-        idle = deque(range(self.shape.actors))
+        # slot -> its actor's first progress() answer, which comes once the actor has started
+        starting = {self.actors[i].progress.remote(): i for i in range(self.shape.actors)}
+        start_failures: dict[int, int] = {}  # slot -> its actors that died before starting, in a row
+        idle: deque[int] = deque()
         running: dict[ray.ObjectRef, int] = {}
         polls: dict[ray.ObjectRef, int] = {}
         live: dict[int, int] = {}  # slot -> operators finished in its current shard
@@ -107,19 +113,30 @@ class ShardScheduler:
                     self.busy[slot] = spec
                     live[slot] = 0
                     running[self.actors[slot].run.remote(spec)] = slot
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+                ready, _ = ray.wait([*running, *starting], num_returns=1, timeout=POLL_S)
                 for ref in ready:
+                    if ref in starting:
+                        slot = starting.pop(ref)
+                        try:
+                            ray.get(ref)
+                        except RayActorError as e:
+                            self._start_failed(slot, e, start_failures)
+                            self._replace(slot, report)
+                            starting[self.actors[slot].progress.remote()] = slot
+                        else:
+                            start_failures.pop(slot, None)
+                            idle.append(slot)
+                        continue
                     slot = running.pop(ref)
                     spec = self.busy.pop(slot)
                     live.pop(slot, None)
                     try:
                         summary = ray.get(ref)
-                    except RayActorError as e:
-                        if e.actor_init_failed:  # every actor would fail the same way: stop now
-                            msg = f"a generation actor could not start: {_last_line(e)}"
-                            raise SpinlockError(msg) from None
+                    except RayActorError as e:  # the actor died mid-shard: a fresh one takes its slot
                         self._replace(slot, report)
+                        starting[self.actors[slot].progress.remote()] = slot
                         self._attempt_failed(spec, e, attempts, queue, report)
+                        continue
                     except RayError as e:  # the shard raised (RayTaskError) or its result was lost
                         self._attempt_failed(spec, e, attempts, queue, report)
                     else:
@@ -164,6 +181,14 @@ class ShardScheduler:
         for slot in self.busy:
             if slot not in asked:
                 polls[self.actors[slot].progress.remote()] = slot
+
+    def _start_failed(self, slot: int, err: RayActorError, failures: dict[int, int]) -> None:
+        """An actor died before it started: stop on an error every actor would hit, or on the same slot
+        failing more than ``max_retries`` times in a row; else (its node was lost) it is replaced."""
+        n = failures[slot] = failures.get(slot, 0) + 1
+        if err.actor_init_failed or n > self.cfg.distributed.max_retries:
+            raise SpinlockError(f"a generation actor could not start: {_last_line(err)}") from None
+        log.warning("a generation actor died before it started (%s); starting another", _error_text(err))
 
     def _replace(self, slot: int, report: PoolReport) -> None:
         ray.kill(self.actors[slot], no_restart=True)

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from spinlock.features.census import NAMES as CENSUS_NAMES
-from spinlock.storage.durable import durable_replace
+from spinlock.storage.durable import durable_replace, temp_path
 from spinlock.storage.layout import SCALAR_FAMILIES
 from spinlock.storage.reader import read_census
 
@@ -77,7 +77,7 @@ def export_parquet(shard_file: Path, out_file: Path) -> Path:
     table = pa.table(cols)
     meta = {b"spinlock": json.dumps({"names": names, "temporal_steps": steps}).encode()}
     table = table.replace_schema_metadata(meta)
-    tmp = out_file.with_name(out_file.name + ".tmp")
+    tmp = temp_path(out_file)
     pq.write_table(table, tmp)
     durable_replace(tmp, out_file)
     return out_file

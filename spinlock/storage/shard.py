@@ -1,4 +1,4 @@
-"""Shard files: written to ``*.tmp``, marked complete, fsynced and renamed into place.
+"""Shard files: written to a temporary (``NAME.<random>.tmp``), marked complete, fsynced and renamed into place.
 
 A file at the final path is either complete or absent, so a crash can never leave a half-written shard
 that looks finished; reruns skip complete shards (same config hash) and regenerate everything else.
@@ -17,7 +17,7 @@ import numpy as np
 from spinlock import FORMAT_VERSION, __version__
 from spinlock.config.models import SimulationConfig, StorageConfig
 from spinlock.storage import dims
-from spinlock.storage.durable import durable_replace
+from spinlock.storage.durable import durable_replace, temp_files, temp_path
 from spinlock.storage.layout import compression_kwargs, trajectory_chunk_steps
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class ShardWriter:
         ``device``: the device type the rollouts run on (``cpu``/``cuda``), recorded with the precision
         in the root attrs so that replay knows whether a bit-exact comparison is possible."""
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.tmp = temp_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         st = storage
         stored = list(range(0, sim.steps + 1, st.trajectories.stride))
@@ -221,7 +221,7 @@ def inspect_shard(path: Path, cfg_hash: str, labels: bool = True) -> ShardInfo |
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return "partial" if path.with_name(path.name + ".tmp").exists() else "missing"
+        return "partial" if temp_files(path) else "missing"
     except OSError as e:
         return f"corrupt: {e}"
     try:
