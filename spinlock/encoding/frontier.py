@@ -29,6 +29,14 @@ from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.metrics import R2Accumulator
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.errors import DataError
+from spinlock.storage.layout import (
+    CLEANING_FILE,
+    DATASET_FILE,
+    FEATURES_DIR,
+    META_FILE,
+    SUMMARY_FILE,
+    TOKENIZER_DIR,
+)
 
 SUBSPACE_DIM = 2  # PCA components per PQ token
 
@@ -36,8 +44,8 @@ SUBSPACE_DIM = 2  # PCA components per PQ token
 def load_split(run: Path, cleaner: FeatureCleaner, max_rows: int | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Cleaned (train, validation) arrays of the run: ``scalar`` [n, D'], ``temporal`` [n, T'·Dt'];
     with ``max_rows``, only the shards (in order) until the training rows reach it."""
-    schema, files = FeatureSchema.from_parquet_dir(run / "features")
-    cleaner.check_schema(schema, f"{run}/features")
+    schema, files = FeatureSchema.from_parquet_dir(run / FEATURES_DIR)
+    cleaner.check_schema(schema, f"{run}/{FEATURES_DIR}")
     parts: dict[str, dict[str, list]] = {s: {"scalar": [], "temporal": []} for s in ("train", "validation")}
     for f in files:
         if max_rows is not None and sum(len(x) for x in parts["train"]["scalar"]) >= max_rows:
@@ -97,12 +105,12 @@ def tokenizer_points(run: Path) -> dict:
     """Informative token positions per level prefix and validation R² per level of a run's tokenizer
     (``tokenizer/summary.json``; positions from the ``/tokens`` attrs ``level``, i.e. only emitted,
     informative ones; temporal and IC streams included: one decoder reads all tokens)."""
-    tdir = run / "tokenizer"
-    meta = json.loads((tdir / "tokenizer.json").read_text())
-    summary = json.loads((tdir / "summary.json").read_text())
-    with h5py.File(run / "dataset.h5", "r") as f:
+    tdir = run / TOKENIZER_DIR
+    meta = json.loads((tdir / META_FILE).read_text())
+    summary = json.loads((tdir / SUMMARY_FILE).read_text())
+    with h5py.File(run / DATASET_FILE, "r") as f:
         if "tokens" not in f:
-            raise DataError(f"{run}/dataset.h5 has no /tokens: run 'spinlock tokenize {run}' first")
+            raise DataError(f"{run}/{DATASET_FILE} has no /tokens: run 'spinlock tokenize {run}' first")
         attrs = f["tokens"].attrs
         levels = np.asarray(attrs["level"])
         bits = np.log2(np.asarray(attrs["codebook_size"], dtype=np.float64))
@@ -134,12 +142,12 @@ def run_frontier(run: Path, codes: int = 256, seed: int = 0, max_rows: int = 20_
     PCA + PQ is fitted on the training rows of the first shards up to ``max_rows`` and scored on their
     validation rows (all of them for runs of up to ~``max_rows`` operators), so a large run's report
     neither holds all its features in memory nor fits k-means on millions of rows."""
-    tdir = Path(run) / "tokenizer"
-    for name in ("cleaning.npz", "summary.json", "tokenizer.json"):
+    tdir = Path(run) / TOKENIZER_DIR
+    for name in (CLEANING_FILE, SUMMARY_FILE, META_FILE):
         if not (tdir / name).is_file():
             raise DataError(f"no {tdir / name}")
     points = tokenizer_points(Path(run))
-    data = load_split(Path(run), FeatureCleaner.load(tdir / "cleaning.npz"), max_rows)
+    data = load_split(Path(run), FeatureCleaner.load(tdir / CLEANING_FILE), max_rows)
     train, val = data["train"]["scalar"], data["validation"]["scalar"]
     if len(val) < 2 or len(train) < 2:
         raise DataError(f"{run}: {len(train)} training / {len(val)} validation rows, too few for a frontier")
