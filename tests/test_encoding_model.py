@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +19,7 @@ from spinlock.encoding.rates import allocate_streams, plan_streams
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import prepare_inputs
-from spinlock.encoding.training import TrainSettings, TrainState, build_model, train_model
+from spinlock.encoding.training import TrainSettings, TrainState, build_model, train_model, validation_score
 
 SEED = 5
 
@@ -212,3 +214,45 @@ def test_epoch_line_reports_loss_and_validation_per_level():
                                       " 0.700/0.800/0.850 (coarse/+medium/all), codebook usage 0.90/0.80/0.70")
     del record["validation"]
     assert epoch_line(record, 40).endswith("2.5 s")
+
+
+def test_patience_stops_and_keeps_the_best_epoch(data, monkeypatch, tmp_path):
+    """Scripted validation scores: the best epoch's weights are kept, training stops ``patience`` epochs
+    after it, a resume from a mid-run checkpoint ends identically, and a stopped state trains no more."""
+    import spinlock.encoding.training as T
+
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.69, 0.4, 0.9, 0.9] * 3)
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"r2": {"all": [next(scores)] * 3}})  # scalar R² only
+    train, val, spec = data
+    settings = dataclasses.replace(_settings(8), patience=3)
+
+    def run(start=None, states=None):
+        return train_model(build_model(spec, SEED), settings, _batches(train), lambda e: [val], start=start,
+                           on_epoch_end=(lambda s, r: states.append(s)) if states is not None else None)
+
+    states: list[TrainState] = []
+    state = run(states=states)
+    assert state.epoch == 5 and state.stopped and state.best_epoch == 1  # 0.7 at epoch 1, 3 epochs without better
+    assert [T.validation_score(r, settings) for r in state.history] == pytest.approx([0.5, 0.7, 0.6, 0.65, 0.69])
+    assert state.final_record["epoch"] == 1
+    for k in state.model_state:  # the kept weights are epoch 1's snapshot, not the last epoch's
+        assert torch.equal(state.final_model_state[k], states[1].model_state[k]), k
+    assert any(not torch.equal(state.model_state[k], states[1].model_state[k]) for k in state.model_state)
+
+    scores = iter([0.6, 0.65, 0.69, 0.4])  # what epochs 2.. score again after a resume from epoch 1's checkpoint
+    states[1].save(tmp_path / "state.pt")
+    resumed = run(start=T.TrainState.load(tmp_path / "state.pt"))
+    assert resumed.epoch == 5 and resumed.best_epoch == 1
+    for k in state.model_state:
+        assert torch.equal(state.final_model_state[k], resumed.final_model_state[k]), k
+    assert run(start=state) is state  # patience ran out: nothing more is trained
+
+
+
+def test_validation_score_weights_families_as_the_loss():
+    settings = dataclasses.replace(_settings(1), temporal_weight=1.0, ic_weight=0.5)
+    record = {"validation": {"r2": {"all": [0.6, 0.7, 0.8], "temporal": [0.0, 0.3, 0.3], "ic": [-0.5, 0.0, 0.5],
+                                    "summary": [9.0, 9.0, 9.0]}}}
+    assert validation_score(record, settings) == pytest.approx((0.7 + 0.2 + 0.5 * 0.0) / 2.5)
+    assert validation_score({"validation": {"r2": {"all": [0.6, 0.7, 0.8]}}}, settings) == pytest.approx(0.7)
+    assert validation_score({"epoch": 0}, settings) is None

@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_dir(p, "features/ and dataset.h5")
     p.add_argument("--tokenizer", required=True,
                    help="trained tokenizer directory or URI (e.g. OTHER_RUN/tokenizer)")
-    p.add_argument("--actors", type=int, default=1, help="Ray Data encoding actors (one CPU each)")
+    p.add_argument("--actors", type=int, default=1, help="encode tasks running at once (Ray Data, one CPU each)")
     add_address(p)
 
 

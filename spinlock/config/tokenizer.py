@@ -101,7 +101,11 @@ class TrainingConfig(Strict):
     """Ray Train settings of the VQ-VAE fit."""
 
     epochs: int = Field(40, ge=1, le=100_000)
-    """Passes over the training rows."""
+    """Most passes over the training rows (fewer when ``patience`` stops the fit)."""
+    patience: int = Field(5, ge=0, le=100_000)
+    """Stop once this many epochs in a row have not improved the validation score (R² of the scalar
+    features, temporal curves and IC statistics, weighted as in the loss, each averaged over the coarse,
+    +medium and full codes); the best epoch's weights are kept either way. 0: train every epoch."""
     batch_size: int = Field(64, ge=2, le=1_000_000)
     """Rows per worker step (reduced to the rows a worker holds when the dataset is smaller). Small
     because a few thousand operators give few steps per epoch; raise it for large datasets, GPUs or
@@ -141,7 +145,8 @@ class TokenizerConfig(Strict):
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     """Share of operators held out for validation, chosen by a hash of (seed, operator index)."""
     data_actors: int = Field(1, ge=1, le=1024)
-    """Ray Data actor-pool size of the encoding stage (one CPU each; the model is loaded once per actor)."""
+    """Encode tasks of the encoding stage running at once (Ray Data tasks, one CPU each; each worker
+    process loads the model once)."""
     cleaning: CleaningConfig = CleaningConfig()
     categories: CategoryConfig = CategoryConfig()
     model: ModelConfig = ModelConfig()

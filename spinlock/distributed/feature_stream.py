@@ -10,15 +10,16 @@ functions over one block; here they run as Ray Data tasks/actors over the per-sh
   worker and merged on the driver (never more than one partial in driver memory).
 * :func:`prepare_splits` — the cleaned training / validation rows of non-diverged operators, with
   their pooled initial conditions, materialized for the multi-epoch Ray Train fit.
-* :func:`encode_dataset` — tokens and learned IC embedding for every operator: an actor pool holds
-  the model (on a GPU when the actor has one), sized from config (``tokenizer.data_actors``), never
-  from the cluster's CPU count, so Ray Data's read tasks always find a free CPU; each encoded block
-  goes to a :class:`~spinlock.encoding.outputs.TokenWriter` as it arrives.
+* :func:`encode_dataset` — tokens and learned IC embedding for every operator: encode tasks (at most
+  ``tokenizer.data_actors`` at once, never the cluster's CPU count, so Ray Data's read tasks always
+  find a free CPU) each keep the model in their worker process (on a GPU when the task has one); each
+  encoded block goes to a :class:`~spinlock.encoding.outputs.TokenWriter` as it arrives.
 """
 
 from __future__ import annotations
 
 import pickle
+import uuid
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ from spinlock.errors import DataError
 from spinlock.storage.layout import FEATURE_TABLE_GLOB, FEATURES_DIR
 from spinlock.storage.remote import RemoteStore, is_remote
 
-if TYPE_CHECKING:  # the encode actors import it; the cleaning tasks need not (see spinlock.encoding.inputs)
+if TYPE_CHECKING:  # the encode tasks import it; the cleaning tasks need not (see spinlock.encoding.inputs)
     from spinlock.encoding.outputs import TokenWriter
     from spinlock.encoding.tokenizer import Tokenizer
 
@@ -127,21 +128,28 @@ def prepare_splits(ds: ray.data.Dataset, cleaner: FeatureCleaner, ic_path: str |
     return train, val
 
 
-class _Encode:
-    """Actor: raw block → tokens [B, positions] and learned IC embedding [B, 28] for every row."""
+_ENCODERS: dict[str, tuple[Tokenizer, ICReader | None]] = {}
+"""Per worker process: the tokenizer (on the process's device) and IC reader of the current encode."""
 
-    def __init__(self, tokenizer: Tokenizer, ic_path: str | None):
-        self.tokenizer = tokenizer.to("cuda" if torch.cuda.is_available() else "cpu")
-        self.reader = ICReader(ic_path) if ic_path else None
 
-    def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
-        batch = self.tokenizer.cleaner.schema.batch_from_arrow(table)
-        ic = self.reader.read(batch.operator_index) if self.reader else None
-        out = self.tokenizer.encode(batch, ic)
-        cols = {"operator_index": batch.operator_index, "tokens": out.tokens}
-        if out.embedding is not None:
-            cols["embedding"] = out.embedding
-        return cols
+def _encode(table: pa.Table, tokenizer: Tokenizer, ic_path: str | None, key: str) -> dict[str, np.ndarray]:
+    """Raw block → tokens [B, positions] and learned IC embedding [B, 28] for every row.
+
+    The tokenizer moves to the device and the IC file opens once per worker process and encode
+    (``key``), not once per block.
+    """
+    if key not in _ENCODERS:
+        _ENCODERS.clear()  # one encode at a time per process: drop the previous one's model
+        _ENCODERS[key] = (tokenizer.to("cuda" if torch.cuda.is_available() else "cpu"),
+                          ICReader(ic_path) if ic_path else None)
+    tokenizer, reader = _ENCODERS[key]
+    batch = tokenizer.cleaner.schema.batch_from_arrow(table)
+    ic = reader.read(batch.operator_index) if reader else None
+    out = tokenizer.encode(batch, ic)
+    cols = {"operator_index": batch.operator_index, "tokens": out.tokens}
+    if out.embedding is not None:
+        cols["embedding"] = out.embedding
+    return cols
 
 
 def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | None, actors: int,
@@ -150,12 +158,16 @@ def encode_dataset(ds: ray.data.Dataset, tokenizer: Tokenizer, ic_path: str | No
     embedding), block by block as the blocks arrive, so the driver never holds them all; returns the
     number of rows.
 
-    ``actors`` encoders (1 CPU and ``num_gpus`` GPUs each) each hold one copy of the tokenizer.
+    At most ``actors`` encode tasks run at once (1 CPU and ``num_gpus`` GPUs each). Tasks, not an actor
+    pool: they run in Ray's already started worker processes (those of the cleaning passes, with torch
+    imported), where a fresh actor process paid ~5 s of start and imports before its first block (the
+    quickstart's encode: 5.9 s → 3.8 s, docs/performance.md); each process keeps the model between
+    blocks (:data:`_ENCODERS`).
     """
     encoded = ds.map_batches(
-        _Encode,
-        fn_constructor_kwargs={"tokenizer": tokenizer.to("cpu"), "ic_path": ic_path},
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        _encode,
+        fn_kwargs={"tokenizer": tokenizer.to("cpu"), "ic_path": ic_path, "key": uuid.uuid4().hex},
+        compute=ray.data.TaskPoolStrategy(size=actors),
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=1,
@@ -239,3 +251,4 @@ def shuffled(blocks, batch_size: int, buffer_rows: int, rng: np.random.Generator
         if drop_last and i + batch_size > n:
             break
         yield {k: v[order[i:i + batch_size]] for k, v in buf.items()}
+

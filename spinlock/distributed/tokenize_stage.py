@@ -114,9 +114,13 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
     state = fit_vqvae(train_ds, val_ds, spec, settings, cfg, storage_path=storage_path, storage_filesystem=storage_fs,
                       name=run_name(run.where, fit_hash), n_train=n_train, n_validation=n_val)
     del train_ds, val_ds
+    if state.best_epoch is not None:
+        why = f", stopped: no better validation score in {cfg.training.patience}" if state.stopped else ""
+        log(f"training: {state.epoch} epoch(s){why}; keeping epoch {state.best_epoch + 1}'s weights"
+            f" (best validation score)")
 
     model = build_model(spec, seed)
-    model.load_state_dict(state.model_state)
+    model.load_state_dict(state.final_model_state)
     tokenizer = Tokenizer(cleaner, cats, model, config_hash=fit_hash, seed=seed, ic_shape=ic_shape,
                           config=cfg.model_dump(mode="json"), layout=TokenLayout.plan(spec))
     with open(tok_dir / METRICS_FILE, "w") as f:
@@ -132,7 +136,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
         log(layout_message(tokenizer.layout, writer.fit_rows))
         writer.write(tokenizer.layout, keep)
         health = writer.health(tokenizer.layout, keep)
-    final = state.history[-1] if state.history else {}
+    final = state.final_record
     summary = {
         "operators": n_rows, "train_rows": n_train, "validation_rows": n_val,
         "features_in": len(schema.scalar), "features_kept": len(cleaner.names_out),
@@ -140,7 +144,8 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
         "encoder_codebook_sizes": {n: list(k) for n, k in zip(spec.encoder_names, spec.encoder_codebook_sizes,
                                                               strict=True)},
         "codebook_plan": plan, "layout": tokenizer.layout.to_json(),
-        "epochs": state.epoch, "validation": final.get("validation"), "tokens": health,
+        "epochs": state.epoch, "best_epoch": final.get("epoch"), "validation": final.get("validation"),
+        "tokens": health,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     log(f"codebooks over the tokens of {health['rows']} converged operators: usage"

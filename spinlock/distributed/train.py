@@ -98,11 +98,12 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:  # not print(): Ray Train patches it to log *and* echo, so every line would show twice
             sys.stdout.write(epoch_line(record, settings.epochs) + "\n")
             sys.stdout.flush()
-        due = state.epoch == settings.epochs or time.monotonic() - last_checkpoint >= checkpoint_seconds
+        due = time.monotonic() - last_checkpoint >= checkpoint_seconds
         if world > 1:  # ray.train.report is a barrier: every rank follows rank 0's clock
             flag = torch.tensor([int(due)], device=device)
             dist.broadcast(flag, src=0)
             due = bool(flag.item())
+        due = due or state.epoch == settings.epochs or state.stopped  # the last epoch: every rank knows
         if not due:
             return
         metrics = flat_metrics(record)
@@ -156,7 +157,8 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
                              failure_config=FailureConfig(max_failures=tc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets={"train": train, "validation": validation},
-        dataset_config=DataConfig(datasets_to_split=["train"],
+        # one worker reads the whole training set: no split, so no SplitCoordinator actor to start
+        dataset_config=DataConfig(datasets_to_split=["train"] if tc.num_workers > 1 else [],
                                   execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_SECONDS))  # read by trainer.fit()

@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
-from sklearn.metrics import silhouette_score
 
 from spinlock.errors import DataError
 
@@ -69,6 +66,12 @@ class CategoryDiscovery:
         labels = np.zeros(n, dtype=np.int64)
         candidates = self.candidate_range(n)
         if len(candidates):
+            # imported here: every encode and training worker imports this module (a loaded tokenizer
+            # holds its categories), and scipy + sklearn add ~0.8 s to each fresh process
+            from scipy.cluster.hierarchy import fcluster, linkage
+            from scipy.spatial.distance import squareform
+            from sklearn.metrics import silhouette_score
+
             tree = linkage(squareform(dist, checks=False), method="average")
             best: tuple[float, np.ndarray] | None = None
             for k in candidates:

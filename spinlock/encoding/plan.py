@@ -94,7 +94,7 @@ def train_settings(cfg: TokenizerConfig, seed: int, names_out: list[str]) -> Tra
     return TrainSettings(epochs=t.epochs, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
                          temporal_weight=cfg.model.temporal_weight, ic_weight=cfg.model.ic_weight,
                          kmeans_init_rows=t.kmeans_init_rows, seed=seed, family_columns=family_columns,
-                         lr_schedule=t.lr_schedule)
+                         lr_schedule=t.lr_schedule, patience=t.patience)
 
 
 def codebook_message(spec: ModelSpec, plan: dict) -> str:
