@@ -39,6 +39,33 @@ def test_run_frontier_names_what_is_missing(tmp_path):
         run_frontier(tmp_path)
 
 
+def test_run_frontier_is_measured_once_per_tokenizer(tmp_path, monkeypatch):
+    """The baseline is fitted by the first call, read back by the next, and fitted again when the
+    tokenizer's summary changes (a refit) or the baseline's settings do."""
+    import spinlock.encoding.frontier as F
+
+    tdir = tmp_path / "tokenizer"
+    tdir.mkdir()
+    for name in ("cleaning.npz", "tokenizer.json", "summary.json"):
+        (tdir / name).write_text("{}")
+    fits = []
+    monkeypatch.setattr(F.FeatureCleaner, "load", staticmethod(lambda path: None))
+    monkeypatch.setattr(F, "tokenizer_points", lambda run: {"tokens": [2, 4]})
+    x = _planes(60)
+    monkeypatch.setattr(F, "load_split", lambda run, cleaner, rows: {"train": {"scalar": x[:50]},
+                                                                      "validation": {"scalar": x[50:]}})
+    monkeypatch.setattr(F, "pca_pq", lambda *a: fits.append(a[3:]) or [{"tokens": 2, "r2": 0.5 + len(fits)}])
+    first = F.run_frontier(tmp_path)
+    assert F.run_frontier(tmp_path) == first and len(fits) == 1
+    assert first["pq"] == [{"tokens": 2, "r2": 1.5}]
+    (tdir / "summary.json").write_text('{"refit": 1}')
+    assert F.run_frontier(tmp_path)["pq"][0]["r2"] == 2.5
+    F.run_frontier(tmp_path, codes=16)
+    assert fits == [(256, 0), (256, 0), (16, 0)]
+    (tdir / "frontier.json").write_text("not json")  # a damaged file is measured again, not an error
+    assert F.run_frontier(tmp_path, codes=16)["pq"][0]["r2"] == 4.5
+
+
 def test_frontier_plot_draws_both_methods():
     from spinlock.viz.tokenizer_plots import plot_frontier
 

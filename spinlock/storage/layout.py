@@ -33,6 +33,8 @@ CATEGORIES_FILE = "categories.json"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+FRONTIER_FILE = "frontier.json"
+"""The report's tokenizer-vs-PCA + PQ frontier, kept once measured (``spinlock.encoding.frontier``)."""
 
 # ---- inside the files --------------------------------------------------------------------------------
 STATUS_OK = 0
