@@ -18,8 +18,12 @@ functions over one block; here they run as Ray Data tasks/actors over the per-sh
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import pickle
 import uuid
+from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +46,26 @@ if TYPE_CHECKING:  # the encode tasks import it; the cleaning tasks need not (se
     from spinlock.encoding.tokenizer import Tokenizer
 
 
+FOOTER_ACTORS_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
+FILES_PER_FOOTER_READER = 256
+"""Ray Data (2.60) reads Parquet footers on a pool of ``FooterReader`` actors, 32 by default, started
+anew by every execution of a read (each cleaning pass, prepare, encode): 32 fresh processes for the
+quickstart's 4 tables. The pool is sized here to one actor per this many tables (1 to 32), unless the
+user set :data:`FOOTER_ACTORS_ENV` (the only knob Ray reads; at ``read_parquet`` time)."""
+
+
+@contextlib.contextmanager
+def _footer_readers(n_files: int) -> Iterator[None]:
+    if FOOTER_ACTORS_ENV in os.environ:
+        yield
+        return
+    os.environ[FOOTER_ACTORS_ENV] = str(max(1, min(32, math.ceil(n_files / FILES_PER_FOOTER_READER))))
+    try:
+        yield
+    finally:
+        del os.environ[FOOTER_ACTORS_ENV]
+
+
 def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]:
     """The run's feature tables as one Dataset (one block per table or row group) and their schema.
 
@@ -54,11 +78,13 @@ def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]
         names = sorted(n for n in store.listdir(FEATURES_DIR) if fnmatchcase(n, FEATURE_TABLE_GLOB))
         keys = [store.key(f"{FEATURES_DIR}/{n}") for n in names]
         schema = FeatureSchema.from_parquet_files(keys, f"{store.url}/{FEATURES_DIR}", filesystem=fs)
-        ds = ray.data.read_parquet(keys, filesystem=fs)
+        with _footer_readers(len(keys)):
+            ds = ray.data.read_parquet(keys, filesystem=fs)
         ds.context.execution_options.preserve_order = True
         return ds, schema
     schema, files = FeatureSchema.from_parquet_dir(Path(out_dir) / FEATURES_DIR)
-    ds = ray.data.read_parquet([str(f) for f in files])
+    with _footer_readers(len(files)):
+        ds = ray.data.read_parquet([str(f) for f in files])
     ds.context.execution_options.preserve_order = True  # shared by every dataset derived from ds
     return ds, schema
 
