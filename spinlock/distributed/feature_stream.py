@@ -277,4 +277,3 @@ def shuffled(blocks, batch_size: int, buffer_rows: int, rng: np.random.Generator
         if drop_last and i + batch_size > n:
             break
         yield {k: v[order[i:i + batch_size]] for k, v in buf.items()}
-
