@@ -1,31 +1,36 @@
-"""Nearest-behaviour search benchmark (not a test): recall of the token prefix distance, and index speed.
+"""Nearest-behaviour search benchmark (not a test): recall of the search distance, and the index at scale.
 
-    PYTHONPATH=. python bench/search.py recall /tmp/tok4k [--png docs/search-neighbors.png]
-    PYTHONPATH=. python bench/search.py scale --n 1000000 [--queries 200]
+    PYTHONPATH=. python bench/search.py recall DIR [--png docs/search-neighbors.png]
+    PYTHONPATH=. python bench/search.py scale DIR --n 1000000 [--queries 200]
 
 ``recall``: on a tokenized run, the ground truth for each converged operator is its 10 nearest
 converged operators (itself excluded) by Euclidean distance in the tokenizer's cleaned scalar-feature
-space (``tokenizer/cleaning.npz`` applied to the run's feature tables). Recall@10 of the token prefix
-distance (``spinlock.encoding.search``, at prefix depth 1, 2 and 3 levels) is compared with PCA + PQ
-codes with the same number of codes per operator as the tokenizer's informative positions: PCA fitted
-on the tokenizer's training rows (converged, training split), 2 components per subspace (fewer when
-the cleaned features have fewer columns than 2 × positions), k-means with 256 codes per subspace (at
-most the training rows) fitted on the training rows, and the symmetric (code-to-code) PQ distance.
-Token distances are integers and tie; recall counts a tie group straddling rank 10 by its expected
-share (every order of the tie equally likely). Also reported: a random ranking's recall (10 / N), and as
-references (brute-force scans, not the index) L2 between the tokens decoded to quantized latents (sum of
-each stream's codebook vectors) and between their reconstructions of the cleaned features.
+space (``tokenizer/cleaning.npz`` applied to the run's feature tables). Recall@10 of the search distance
+(``spinlock.encoding.search``: L2 between the features decoded from token prefixes of depth 1, 2 and 3,
+in ``COMPONENTS`` principal components; the projection fitted on every row's reconstruction as the
+product does, the candidates the converged rows) is compared with PCA + PQ codes with as many codes per
+operator as the tokens at that depth have positions: PCA fitted on the tokenizer's training rows
+(converged, training split), 2 components per subspace (fewer when the cleaned features have fewer
+columns than 2 × positions), k-means with 256 codes per subspace (at most the training rows) fitted on
+the training rows, and the symmetric (code-to-code) PQ distance. Ties count by their expected share
+(every order of a tie equally likely). Also reported: the same distance with every reconstructed
+column (no projection), the share of variance the projection keeps, and a random ranking (10 / N).
+``--png``: the query (first converged operator) and its 10 nearest at depth 3, final frames.
 
-``scale``: synthetic tokens for N operators in the layout of 32 streams × 3 levels × 16 codes (coarse
-codes Zipf-skewed, as trained codebooks are), index build time, then the mean query time of the index
-(k = 10) over ``--queries`` random rows and of a vectorised brute-force scan of the same codes over the
-last ``--scans`` of them.
+``scale``: N synthetic operators in DIR's token layout, each position's code drawn independently from
+its frequency among DIR's operators (independent streams: less clustered than real tokens, so the IVF
+lists are less helpful than on real data), decoded and projected with DIR's tokenizer (depth 3). Times
+the vectors, the index build (IVF above ``EXACT_MAX_ROWS``: k-means, adding, ``nprobe`` tuning), its
+memory, and the mean time of ``--queries`` queries by other sampled operators: the index search alone,
+the whole query from tokens (decode + project + search), and an exact flat scan of the same vectors,
+with the index's recall@10 against that scan.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -35,8 +40,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spinlock.encoding.layout import Position, TokenLayout  # noqa: E402
-from spinlock.encoding.search import TokenIndex, nearest, read_feature_batch  # noqa: E402
+from spinlock.encoding.search import (  # noqa: E402
+    COMPONENTS,
+    EXACT_MAX_ROWS,
+    SearchIndex,
+    VectorIndex,
+    behaviour_vectors,
+    nearest,
+    read_feature_batch,
+)
+
+K = 10
 
 
 def expected_recall(dist: np.ndarray, truth: set[int], k: int) -> float:
@@ -55,26 +69,6 @@ def expected_recall(dist: np.ndarray, truth: set[int], k: int) -> float:
         if left == 0:
             break
     return got / k
-
-
-def decoded(tok, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001 (a Tokenizer)
-    """Sum of the codebook vectors of every level per stream (quantized latents [N, E·L]), and the model's
-    reconstruction of the cleaned scalar features from them [N, D']."""
-    import torch
-
-    from spinlock.encoding.model import LEVELS
-
-    layout = tok.layout
-    full = np.zeros((len(tokens), len(layout.streams), LEVELS), np.int64)
-    for p, c in layout.dropped:
-        full[:, layout.streams.index(p.stream), p.level - 1] = c
-    for j, p in enumerate(layout.positions):
-        full[:, layout.streams.index(p.stream), p.level - 1] = tokens[:, j]
-    with torch.no_grad():
-        lat = torch.cat([rvq.get_codes_from_indices(torch.from_numpy(full[:, e][:, None, :])).sum(0)[:, 0]
-                         for e, rvq in enumerate(tok.model.quantizers)], 1)
-        rx = tok.model.decode(lat)[0]
-    return lat.numpy().astype(np.float64), rx.numpy().astype(np.float64)
 
 
 def pq_codes(train: np.ndarray, x: np.ndarray, m: int, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -103,116 +97,130 @@ def pq_distances(codes: np.ndarray, books: list[np.ndarray], i: int) -> np.ndarr
     return d
 
 
-def recall(run: Path, png: Path | None) -> None:
+def scan_recall(z: np.ndarray, truth: list[set[int]]) -> float:
+    """Mean expected recall@K of brute-force Euclidean distances between the rows of ``z``."""
+    z = np.asarray(z, np.float64)
+    g = (z ** 2).sum(1)
+    r = []
+    for a in range(len(z)):
+        d = np.maximum(g - 2 * z @ z[a] + g[a], 0)
+        d[a] = np.inf
+        r.append(expected_recall(d, truth[a], K))
+    return float(np.mean(r))
+
+
+def load_run(run: Path):  # noqa: ANN201
     import h5py
 
-    from spinlock.encoding.split import Split
     from spinlock.encoding.tokenizer import Tokenizer
 
     tok = Tokenizer.load(run / "tokenizer")
     with h5py.File(run / "dataset.h5", "r") as f:
-        index = f["operators/index"][()]
-        status = f["status"][()]
-        tokens = f["tokens"][()]
-        layout = TokenLayout.from_attrs(f["tokens"].attrs)
-    batch = read_feature_batch(run, tok.cleaner.schema, index)
-    x = tok.cleaner.transform(batch).x.astype(np.float64)
+        index, status, tokens = f["operators/index"][()], f["status"][()], f["tokens"][()]
+    return tok, index, status, tokens
+
+
+def recall(run: Path, png: Path | None) -> None:
+    from spinlock.encoding.split import Split
+
+    tok, index, status, tokens = load_run(run)
+    x = tok.cleaner.transform(read_feature_batch(run, tok.cleaner.schema, index)).x.astype(np.float64)
     ok = np.flatnonzero(status == 0)
     split_cfg = tok.config.get("tokenizer", tok.config)
-    frac = float(split_cfg.get("validation_fraction", 0.1))
-    train = ok[~Split(tok.seed, frac).is_validation(index[ok])]
-    xo = x[ok]
-    n = len(ok)
+    train = ok[~Split(tok.seed, float(split_cfg.get("validation_fraction", 0.1))).is_validation(index[ok])]
+    xo, n = x[ok], len(ok)
     print(f"run {run}: {len(index)} operators, {n} converged, {len(train)} training rows,"
           f" {x.shape[1]} cleaned scalar features, {tokens.shape[1]} token positions")
-    k = 10
-    gram = (xo ** 2).sum(1)
-    truth = []
-    for a in range(n):
-        d = gram - 2 * xo @ xo[a] + gram[a]
-        truth.append(set(nearest(d, k, [a]).rows.tolist()))
-    results = {}
-    for levels in (1, 2, 3):
-        ix = TokenIndex(tokens[ok], layout, levels)
-        r = []
-        for a in range(n):
-            d = ix.distances(tokens[ok][a]).astype(np.float64)
-            d[a] = np.inf
-            r.append(expected_recall(d, truth[a], k))
-        results[f"tokens, levels 1..{levels} ({len(ix.columns)} positions)"] = float(np.mean(r))
+    t0 = time.perf_counter()
+    truth = [set(nearest(np.maximum(((xo - xo[a]) ** 2).sum(1), 0), K, [a]).rows.tolist()) for a in range(n)]
     pos_train = np.searchsorted(ok, train)
-    codes, books = pq_codes(xo[pos_train], xo, tokens.shape[1])
-    r = []
-    for a in range(n):
-        d = pq_distances(codes, books, a)
-        d[a] = np.inf
-        r.append(expected_recall(d, truth[a], k))
-    results[f"PCA + PQ ({codes.shape[1]} codes, symmetric distance)"] = float(np.mean(r))
-    for name, z in zip(("tokens decoded to quantized latents, L2 (scan, reference)",
-                        "tokens decoded to cleaned features, L2 (scan, reference)"), decoded(tok, tokens), strict=True):
-        zo = z[ok]
-        g = (zo ** 2).sum(1)
-        r = []
+    levels_of = np.array([p.level for p in tok.layout.positions])
+    rows = []
+    for levels in (1, 2, 3):
+        positions = int((levels_of <= levels).sum())
+        vectors, proj = behaviour_vectors(tok, tokens, levels)
+        index_nb = VectorIndex.build(vectors[ok])
+        same = np.mean([set(index_nb.search(vectors[ok][a], K, [a]).rows.tolist())
+                        == set(nearest(((vectors[ok] - vectors[ok][a]) ** 2).sum(1), K, [a]).rows.tolist())
+                        for a in range(0, n, max(1, n // 200))])
+        r_vec = scan_recall(vectors[ok], truth)
+        r_full = scan_recall(tok.decode(tokens[ok], levels), truth)
+        codes, books = pq_codes(xo[pos_train], xo, positions)
+        r_pq = []
         for a in range(n):
-            d = g - 2 * zo @ zo[a] + g[a]
+            d = pq_distances(codes, books, a)
             d[a] = np.inf
-            r.append(expected_recall(d, truth[a], k))
-        results[name] = float(np.mean(r))
-    results["random ranking"] = k / (n - 1)
-    print(f"\nrecall@{k} over {n} converged queries (ground truth: Euclidean, cleaned scalar features)\n")
-    print("| codes | recall@10 |\n|---|---|")
-    for name, v in results.items():
-        print(f"| {name} | {v:.3f} |")
+            r_pq.append(expected_recall(d, truth[a], K))
+        rows.append((levels, positions, r_vec, proj, r_full, float(np.mean(r_pq)), same))
+    print(f"\nrecall@{K} over {n} converged queries (ground truth: Euclidean, cleaned scalar features);"
+          f" {time.perf_counter() - t0:.0f} s\n")
+    print(f"| token depth | positions | search distance ({COMPONENTS} components; variance kept) |"
+          " same distance, every column | PCA + PQ, as many codes |\n|---|---|---|---|---|")
+    for levels, positions, r_vec, proj, r_full, r_pq, _ in rows:
+        print(f"| levels 1..{levels} | {positions} | **{r_vec:.3f}** ({100 * proj.explained:.2f} %) | {r_full:.3f}"
+              f" | {r_pq:.3f} |")
+    print(f"\nrandom ranking: {K / (n - 1):.4f}; the index's top {K} equals the brute-force top {K} for"
+          f" {', '.join(f'{100 * r[-1]:.0f} %' for r in rows)} of sampled queries (depth 1, 2, 3)")
     if png is not None:
         from spinlock.cli.neighbors import render_neighbors
         from spinlock.viz.rundata import RunData
 
         data = RunData(run)
-        ix = TokenIndex(tokens, layout)
-        q = int(ok[0])
-        nb = ix.query(tokens[q], k, [q])
         if data.trajectory_shape is None:
             print(f"{run}: no stored trajectories, no picture")
-        else:
-            render_neighbors(data, q, nb, png)
-            print(f"wrote {png}")
+            return
+        ix = SearchIndex.open(run, tok)
+        q = int(ok[0])
+        render_neighbors(data, q, ix.query(tokens[q], K, [q]), png)
+        print(f"wrote {png} (query: operator {int(index[q])})")
 
 
-def synthetic_tokens(n: int, streams: int = 32, codes: int = 16, seed: int = 0) -> tuple[np.ndarray, TokenLayout]:
+def synthetic_tokens(tokens: np.ndarray, sizes: list[int], n: int, seed: int = 0) -> np.ndarray:
+    """[n, positions] codes drawn per position from its frequency in ``tokens``."""
     rng = np.random.default_rng(seed)
-    p = 1.0 / np.arange(1, codes + 1)
-    p /= p.sum()
-    cols = []
-    for _ in range(streams):
-        cols.append(rng.choice(codes, n, p=p))
-        cols.append(rng.integers(0, codes, n))
-        cols.append(rng.integers(0, codes, n))
-    layout = TokenLayout(tuple(f"s{s}" for s in range(streams)),
-                         tuple(Position(f"s{s}", lv, codes) for s in range(streams) for lv in (1, 2, 3)))
-    return np.stack(cols, 1).astype(np.int32), layout
+    out = np.empty((n, tokens.shape[1]), np.int32)
+    for j, k in enumerate(sizes):
+        p = np.bincount(tokens[:, j], minlength=k).astype(np.float64)
+        out[:, j] = rng.choice(k, n, p=p / p.sum())
+    return out
 
 
-def scale(n: int, queries: int, scans: int) -> None:
-    tokens, layout = synthetic_tokens(n)
+def scale(run: Path, n: int, queries: int) -> None:
+    import faiss
+
+    tok, _, _, tokens = load_run(run)
+    syn = synthetic_tokens(tokens, [p.codebook_size for p in tok.layout.positions], n + queries)
+    base, probe = syn[:n], syn[n:]
     t0 = time.perf_counter()
-    ix = TokenIndex(tokens, layout)
-    build = time.perf_counter() - t0
-    rows = np.random.default_rng(1).integers(0, n, queries)
+    vectors, proj = behaviour_vectors(tok, base, 3)
+    t_vec = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for r in rows:
-        res = ix.query(tokens[r], 10, [r])
-    t_index = (time.perf_counter() - t0) / queries
+    vi = VectorIndex.build(vectors)
+    t_build = time.perf_counter() - t0
+    index = SearchIndex(tok, 3, proj, vi)
+    qv = behaviour_vectors(tok, probe, 3, proj)[0]
     t0 = time.perf_counter()
-    for r in rows[-scans:]:
-        ref = nearest(ix.scan(tokens[r]), 10, [r])
-    t_scan = (time.perf_counter() - t0) / len(rows[-scans:])
-    assert (res.rows == ref.rows).all()  # the last query, both ways
-    mib = ix.nbytes / 2**20
-    print(f"machine: {platform.processor() or platform.machine()}; N = {n}, {tokens.shape[1]} positions")
-    print("| N | build (s) | index memory (MiB) | posting entries read per query | index query (ms) |"
-          " brute-force scan (ms) |\n|---|---|---|---|---|---|")
-    read = np.mean([sum(len(p) for p, _ in ix.postings(tokens[r])) for r in rows])
-    print(f"| {n} | {build:.1f} | {mib:.0f} | {read:.0f} | {1e3 * t_index:.1f} | {1e3 * t_scan:.1f} |")
+    got = [vi.search(v, K) for v in qv]
+    t_search = (time.perf_counter() - t0) / queries
+    t0 = time.perf_counter()
+    for t in probe:
+        index.query(t, K)
+    t_query = (time.perf_counter() - t0) / queries
+    flat = faiss.IndexFlatL2(vectors.shape[1])
+    flat.add(vectors)
+    t0 = time.perf_counter()
+    exact_d = [flat.search(v[None], K)[0][0] for v in qv]
+    t_flat = (time.perf_counter() - t0) / queries
+    hits = [(nb.distances ** 2 <= d[-1] * (1 + 1e-5) + 1e-12).sum() for nb, d in zip(got, exact_d, strict=True)]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    print(f"machine: {platform.processor() or platform.machine()}; N = {n} synthetic operators in the layout of"
+          f" {run} ({tokens.shape[1]} positions), {vectors.shape[1]} components"
+          f" ({100 * proj.explained:.2f} % of variance); exact up to {EXACT_MAX_ROWS}")
+    print(f"index: {vi.describe()}")
+    print("| N | vectors (s) | index build (s) | index memory (MiB) | search (ms) | query from tokens (ms) |"
+          " exact flat scan (ms) | recall@10 vs exact | peak RSS (MiB) |\n|---|---|---|---|---|---|---|---|---|")
+    print(f"| {n} | {t_vec:.1f} | {t_build:.1f} | {vi.nbytes / 2**20:.0f} | {1e3 * t_search:.2f} |"
+          f" {1e3 * t_query:.2f} | {1e3 * t_flat:.1f} | {np.mean(hits) / K:.3f} | {rss:.0f} |")
 
 
 def main() -> None:
@@ -222,14 +230,14 @@ def main() -> None:
     r.add_argument("run", type=Path)
     r.add_argument("--png", type=Path, default=None)
     s = sub.add_parser("scale")
+    s.add_argument("run", type=Path, help="tokenized run: its tokenizer and code frequencies")
     s.add_argument("--n", type=int, default=1_000_000)
-    s.add_argument("--queries", type=int, default=200, help="index queries timed")
-    s.add_argument("--scans", type=int, default=10, help="brute-force scans timed (the last queries)")
+    s.add_argument("--queries", type=int, default=200, help="queries timed (sampled operators not in the index)")
     args = ap.parse_args()
     if args.what == "recall":
         recall(args.run, args.png)
     else:
-        scale(args.n, args.queries, args.scans)
+        scale(args.run, args.n, args.queries)
 
 
 if __name__ == "__main__":

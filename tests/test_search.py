@@ -1,144 +1,95 @@
-"""Nearest-behaviour search: the prefix distance's axioms on planted codes, the index against a brute-force
-scan, the ``spinlock neighbors`` verb on a synthetic run, and the new-operator path through a saved
-tokenizer."""
+"""Nearest-behaviour search: the projection's mathematics, the index against brute force and on planted
+clusters (IVF), the distance's values through a saved tokenizer (decode = the model's reconstruction,
+depth = token prefix), the index cache, and the ``spinlock neighbors`` verb."""
 
 from __future__ import annotations
 
-import itertools
 import re
+import shutil
 
+import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from synthetic_features import untrained_tokenizer, write_synthetic_run
-from synthetic_run import make_run
 
 from spinlock.cli.main import main
 from spinlock.encoding.icfields import ICReader
-from spinlock.encoding.layout import Position, TokenLayout
 from spinlock.encoding.outputs import write_tokens
-from spinlock.encoding.search import TokenIndex, encode_operators, nearest
+from spinlock.encoding.search import (
+    Projection,
+    SearchIndex,
+    VectorIndex,
+    behaviour_vectors,
+    encode_operators,
+    nearest,
+)
 from spinlock.encoding.tokenizer import Tokenizer
 from spinlock.errors import DataError
 
 
-def _layout(spec: dict[str, tuple[tuple[int, int], ...]]) -> TokenLayout:
-    """``{stream: ((level, K), ...)}`` → layout in stream-then-level order."""
-    return TokenLayout(tuple(spec), tuple(Position(s, lv, k) for s, levels in spec.items() for lv, k in levels))
-
-
-def naive_distance(a, b, layout: TokenLayout, levels: int = 3) -> int:
-    """The documented distance, written out: per stream, weight 2^(3-l) of every compared position at or
-    below the stream's coarsest mismatching level."""
-    total = 0
-    for s in layout.streams:
-        ps = sorted((p.level, j) for j, p in enumerate(layout.positions) if p.stream == s and p.level <= levels)
-        first = next((lv for lv, j in ps if a[j] != b[j]), None)
-        if first is not None:
-            total += sum(2 ** (3 - lv) for lv, _ in ps if lv >= first)
-    return total
-
-
-TWO = _layout({"a": ((1, 4), (2, 4), (3, 4)), "b": ((1, 4), (2, 4), (3, 4))})
-
-
-def test_planted_codes_distance_axioms_and_prefix_order():
-    base = np.array([1, 2, 3, 0, 1, 2])
-    fine, medium, coarse = base.copy(), base.copy(), base.copy()
-    fine[2], medium[1], coarse[0] = 0, 0, 0  # stream a differs at level 3 / 2 / 1 only
-    both_fine = fine.copy()
-    both_fine[5] = 0
-    ix = TokenIndex(np.stack([base, fine, medium, coarse, both_fine]), TWO)
-    assert ix.max_distance == 14
-    assert ix.scan(base).tolist() == [0, 1, 3, 7, 2]  # 1; 2 + 1; 4 + 2 + 1 (finer levels count once coarse differs)
-    assert ix.distances(base).tolist() == [0, 1, 3, 7, 2]
-    # coarse-only difference is farther than any finer-only difference, even summed over two streams
-    assert ix.scan(coarse)[0] > ix.scan(both_fine)[0]
-    # a coarse mismatch hides agreement below it: same distance whatever the finer codes
-    other = coarse.copy()
-    other[1:3] = [3, 1]
-    assert TokenIndex(np.stack([base]), TWO).scan(other)[0] == 7
-
+def test_projection_keeps_distances_in_the_data_subspace():
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 2, (40, 6))  # K used 2 of 4: many partial agreements
-    ix = TokenIndex(x, TWO)
-    d = np.stack([ix.scan(q) for q in x])
-    assert (np.diag(d) == 0).all() and (d == d.T).all()
-    same = (x[:, None] == x[None]).all(-1)
-    assert ((d == 0) == same).all()  # identity of indiscernibles
-    for i, j, k in itertools.combinations(range(40), 3):
-        assert d[i, k] <= d[i, j] + d[j, k]
-    assert d[3, 7] == naive_distance(x[3], x[7], TWO)
+    basis = np.linalg.qr(rng.normal(size=(10, 3)))[0]  # orthonormal columns: a 3-D subspace of R^10
+    scales = np.array([5.0, 2.0, 1.0])
+    x = 7.0 + (rng.normal(size=(400, 3)) * scales) @ basis.T
+    p = Projection.fit(x, components=3)
+    assert p.components.shape == (3, 10) and p.explained == pytest.approx(1.0)
+    np.testing.assert_allclose(p.components @ p.components.T, np.eye(3), atol=1e-12)
+    v = p(x)
+    d_full = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    np.testing.assert_allclose(np.linalg.norm(v[:, None] - v[None], axis=-1), d_full, rtol=1e-5, atol=1e-4)
+    two = Projection.fit(x, components=2)  # drops the axis of variance ~1 out of ~25 + 4 + 1
+    s2 = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    assert two.explained == pytest.approx(s2[:2].sum() / s2.sum(), rel=1e-9) and 0.93 < two.explained < 0.99
+    assert all(c[np.abs(c).argmax()] > 0 for c in two.components)  # the sign convention
+    with pytest.raises(DataError, match=r"needs \[n >= 1, D'\]"):
+        Projection.fit(np.zeros((0, 4)))
 
 
-def test_index_equals_brute_force_on_random_codes():
-    layout = _layout({"c0": ((1, 3), (2, 5), (3, 7)), "c1": ((2, 4), (3, 2)), "c2": ((1, 2),),
-                      "temporal": ((1, 6), (3, 3))})  # missing levels: the layout drops constant ones
+def test_flat_index_equals_brute_force_and_round_trips(tmp_path):
     rng = np.random.default_rng(1)
-    sizes = [p.codebook_size for p in layout.positions]
-    x = np.stack([rng.integers(0, k, 300) for k in sizes], 1).astype(np.int32)
-    for levels in (1, 2, 3):
-        ix = TokenIndex(x, layout, levels)
-        for q in rng.integers(0, 300, 25):
-            ref = np.array([naive_distance(x[q], r, layout, levels) for r in x])
-            assert np.array_equal(ix.scan(x[q]), ref) and np.array_equal(ix.distances(x[q]), ref)
-            nb = ix.query(x[q], 12, [q])
-            order = np.lexsort((np.arange(300), np.where(np.arange(300) == q, 10**9, ref)))[:12]
-            assert nb.rows.tolist() == order.tolist() and nb.distances.tolist() == ref[order].tolist()
-        assert ix.posting_entries == 300 * len(ix.columns)
-    fresh = np.array([2, 4, 6, 3, 1, 1, 5, 2], np.int32)  # a query not in the data
-    ix = TokenIndex(x, layout)
-    assert np.array_equal(ix.distances(fresh), ix.scan(fresh))
-    with pytest.raises(DataError, match="shape"):
-        ix.query(fresh[:3])
-    with pytest.raises(DataError, match=r"c0.l1 \(K=3\)"):
-        ix.query(np.array([3, 4, 6, 3, 1, 1, 5, 2]))
-    with pytest.raises(DataError, match="levels must be"):
-        TokenIndex(x, layout, 4)
-    with pytest.raises(DataError, match=r"no token position at levels 1..1 \(the layout has levels \[2, 3\]\)"):
-        TokenIndex(x[:, 3:5], _layout({"c1": ((2, 4), (3, 2))}), 1)
-    empty = TokenIndex(x[:0], layout)
-    assert empty.query(fresh, 3).rows.size == 0
-    assert nearest(np.array([2, 1, 1, 0]), 10, [3]).rows.tolist() == [1, 2, 0]
+    x = rng.normal(size=(500, 12)).astype(np.float32)
+    ix = VectorIndex.build(x)
+    assert ix.exact and ix.n == 500 and ix.dim == 12 and ix.nbytes == 500 * 12 * 4 and ix.recall is None
+    for q in rng.integers(0, 500, 20):
+        ref = nearest(np.linalg.norm(x.astype(np.float64) - x[q], axis=1), 7, [q, (q + 1) % 500])
+        nb = ix.search(x[q], 7, [q, (q + 1) % 500])
+        assert nb.rows.tolist() == ref.rows.tolist()
+        np.testing.assert_allclose(nb.distances, ref.distances, rtol=1e-4)
+    fresh = rng.normal(size=12)
+    assert ix.search(fresh, 3).rows.tolist() == nearest(np.linalg.norm(x - fresh, axis=1), 3).rows.tolist()
+    assert ix.search(x[0], 1).distances[0] == 0.0  # itself
+    ix.save(tmp_path / "i.faiss")
+    back = VectorIndex.load(tmp_path / "i.faiss", None)
+    assert back.search(x[5], 4, [5]).rows.tolist() == ix.search(x[5], 4, [5]).rows.tolist()
+    assert len(ix.search(x[0], 600).rows) == 500
+    with pytest.raises(DataError, match="query vector has 3 components, the index 12"):
+        ix.search(x[0, :3])
+    with pytest.raises(DataError, match="k must be >= 1"):
+        ix.search(x[0], 0)
 
 
-def _neighbors(capsys, *argv) -> tuple[int, list[tuple[int, int]], str]:
-    rc = main(["neighbors", *map(str, argv)])
-    out = capsys.readouterr()
-    rows = [(int(m[1]), int(m[2])) for m in re.finditer(r"^\s+\d+\s+(\d+)\s+(\d+)\s", out.out, re.M)]
-    return rc, rows, out.out + out.err
-
-
-def test_cli_neighbors_on_a_synthetic_run(tmp_path, capsys):
-    syn = make_run(tmp_path / "run", n=9)
-    import h5py
-
-    with h5py.File(syn.out / "dataset.h5") as f:
-        tokens, layout = f["tokens"][()], TokenLayout.from_attrs(f["tokens"].attrs)
-    ref = np.array([naive_distance(tokens[2], r, layout) for r in tokens])
-    ref[2] = 10**9
-    want = np.lexsort((np.arange(9), ref))[:4]
-    png = tmp_path / "nb.png"
-    rc, rows, text = _neighbors(capsys, syn.out, "--operator", 2, "-k", 4, "--out", png)
-    assert rc == 0 and rows == [(int(r), int(ref[r])) for r in want]
-    assert "kernel_size" not in text and "k=" in text  # key parameters the run has (its own names)
-    assert re.search(r"(structured|collapsed|noise_dominated|grid_scale|undetermined)", text)
-    from PIL import Image
-
-    assert Image.open(png).size[0] > 5 * syn.grid  # query + 4 neighbours side by side
-
-    nostore = make_run(tmp_path / "nostore", n=9, store_trajectories=False)
-    rc, rows, text = _neighbors(capsys, nostore.out, "--operator", 2, "-k", 4, "--out", tmp_path / "x.png")
-    assert rc == 0 and len(rows) == 4 and "no picture" in text and not (tmp_path / "x.png").exists()
-
-    rc, _, text = _neighbors(capsys, syn.out, "--operator", 99)
-    assert rc == 2 and "operator(s) [99] not in" in text
-    rc, _, text = _neighbors(capsys, syn.out, "--operator", 1, "--tokenizer", tmp_path)
-    assert rc == 2 and "give --dataset too" in text
-    notok = make_run(tmp_path / "notok", n=9, tokens=False)
-    rc, _, text = _neighbors(capsys, notok.out, "--operator", 1)
-    assert rc == 2 and "no /tokens" in text
+def test_ivf_index_recall_on_planted_clusters():
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(30, 16)) * 20
+    labels = np.repeat(np.arange(30), 100)
+    x = (centers[labels] + rng.normal(size=(3000, 16))).astype(np.float32)
+    ix = VectorIndex.build(x, exact_max_rows=1000)
+    assert not ix.exact and ix.index.nlist == round(4 * np.sqrt(3000))
+    assert ix.recall >= 0.95 and 1 <= ix.index.nprobe <= ix.index.nlist
+    assert "IVF index of 3000 vectors, 219 lists" in ix.describe()
+    queries = (centers[labels[::37]] + rng.normal(size=(len(labels[::37]), 16))).astype(np.float32)
+    same, hits = [], []
+    for q, lab in zip(queries, labels[::37], strict=True):
+        nb = ix.search(q, 10)
+        same.append(np.mean(labels[nb.rows] == lab))
+        exact = nearest(np.linalg.norm(x - q, axis=1), 10)
+        hits.append(len(set(nb.rows.tolist()) & set(exact.rows.tolist())) / 10)
+    assert np.mean(same) == 1.0  # every neighbour found is of the query's planted cluster
+    assert np.mean(hits) >= 0.9
 
 
 @pytest.fixture(scope="module")
@@ -151,23 +102,117 @@ def tokenized(tmp_path_factory):
     all_ic = ICReader(run.out / "dataset.h5").read(full.operator_index)
     tokens = tok.encode(full, all_ic).tokens
     write_tokens(run.out, full.operator_index, tokens, tok.layout, None)
-    return run, tok, full, all_ic, tokens
+    return run, Tokenizer.load(run.out / "tokenizer"), full, all_ic, tokens
 
 
-def test_new_operator_path_encodes_like_the_tokenizer(tokenized, tmp_path, capsys):
+def test_decode_is_the_models_reconstruction_and_depth_is_a_token_prefix(tokenized):
     run, tok, full, ic, tokens = tokenized
-    ops = full.operator_index[[7, 100, 3]]  # any order, rows from both shards
-    loaded = Tokenizer.load(run.out / "tokenizer")
-    got = encode_operators(loaded, run.out, ops)
+    inputs = {k: torch.from_numpy(v) for k, v in tok.inputs(full, ic).items()}
+    with torch.no_grad():
+        rx = tok.model(inputs["x"], inputs["temporal"], inputs["ic"]).x.numpy()  # eval mode: all levels
+    np.testing.assert_allclose(tok.decode(tokens), rx, rtol=1e-4, atol=1e-5)
+    levels = np.array([p.level for p in tok.layout.positions])
+    finer = tokens.copy()
+    finer[:, levels > 1] = tokens[::-1][:, levels > 1]  # other operators' finer codes
+    np.testing.assert_allclose(tok.decode(finer, 1), tok.decode(tokens, 1), atol=1e-6)
+    assert not np.allclose(tok.decode(finer, 2), tok.decode(tokens, 2))
+    with pytest.raises(DataError, match=r"tokens to decode: tokens have shape \(120, 3\)"):
+        tok.decode(tokens[:, :3])
+
+
+def test_search_distance_values(tokenized):
+    _, tok, _, _, tokens = tokenized
+    for levels in (1, 2, 3):
+        ix = SearchIndex.build(tok, tokens, levels)
+        recon = tok.decode(tokens, levels).astype(np.float64)
+        assert recon.shape[1] <= 64 and ix.projection.explained == pytest.approx(1.0)  # m >= D': lossless
+        for q in (0, 17, 119):
+            ref = nearest(np.linalg.norm(recon - recon[q], axis=1), 6, [q])
+            nb = ix.query(tokens[q], 6, [q])
+            assert nb.rows.tolist() == ref.rows.tolist()
+            np.testing.assert_allclose(nb.distances, ref.distances, rtol=1e-3, atol=1e-4)
+    small = behaviour_vectors(tok, tokens, 3, components=2)[1]
+    assert small.components.shape[0] == 2 and small.explained < 1
+    with pytest.raises(DataError, match="levels must be in 1..3, got 4"):
+        SearchIndex.build(tok, tokens, 4)
+    with pytest.raises(DataError, match="query tokens have shape"):
+        SearchIndex.build(tok, tokens).query(tokens[0, :2])
+
+
+def test_open_caches_and_rebuilds_on_new_tokens(tokenized, tmp_path):
+    run, tok, _, _, tokens = tokenized
+    out = tmp_path / "run"
+    shutil.copytree(run.out, out)
+    first = SearchIndex.open(out, tok, 2)
+    assert first.seconds > 0 and (out / "search" / "levels-2.faiss").is_file()
+    again = SearchIndex.open(out, tok, 2)
+    assert again.seconds == 0
+    assert again.query(tokens[3], 5, [3]).rows.tolist() == first.query(tokens[3], 5, [3]).rows.tolist()
+    changed = tokens.copy()
+    changed[3] = changed[4]  # operator 3 now has operator 4's tokens: distance 0
+    with h5py.File(out / "dataset.h5", "a") as f:
+        f["tokens"][3] = changed[3]
+    rebuilt = SearchIndex.open(out, tok, 2)
+    assert rebuilt.seconds > 0
+    nb = rebuilt.query(changed[4], 1, [4])
+    assert nb.rows.tolist() == [3] and nb.distances[0] < 1e-3
+    other, *_ = untrained_tokenizer(run.out, first_stream=(3, 8, 8))
+    with pytest.raises(DataError, match=r"layout \(\d+ positions\) is not the one of"):
+        SearchIndex.open(out, other, 2)
+
+
+def _neighbors(capsys, *argv) -> tuple[int, list[tuple[int, float]], str]:
+    rc = main(["neighbors", *map(str, argv)])
+    out = capsys.readouterr()
+    rows = [(int(m[1]), float(m[2])) for m in re.finditer(r"^\s+\d+\s+(\d+)\s+([\d.]+)\s", out.out, re.M)]
+    return rc, rows, out.out + out.err
+
+
+def test_cli_neighbors(tokenized, tmp_path, capsys):
+    run, tok, full, _, tokens = tokenized
+    out = tmp_path / "run"
+    shutil.copytree(run.out, out)
+    row = 7
+    op = int(full.operator_index[row])
+    recon = tok.decode(tokens).astype(np.float64)
+    ref = nearest(np.linalg.norm(recon - recon[row], axis=1), 4, [row])
+    rc, rows, text = _neighbors(capsys, out, "--operator", op, "-k", 4, "--out", tmp_path / "x.png")
+    assert rc == 0 and [r for r, _ in rows] == full.operator_index[ref.rows].tolist()
+    np.testing.assert_allclose([d for _, d in rows], ref.distances, atol=2e-3)
+    assert "levels 1..3" in text and "exact flat index of 120 vectors" in text and "built in" in text
+    assert "no picture" in text and not (tmp_path / "x.png").exists()
+
+    # the query from another run (here the same one), encoded with the tokenizer: itself at distance 0
+    rc, rows, text = _neighbors(capsys, out, "--operator", op, "-k", 5, "--dataset", run.out,
+                                "--tokenizer", run.out / "tokenizer")
+    assert rc == 0 and "encoded with" in text and "loaded" in text
+    assert rows[0] == (op, 0.0) and [r for r, _ in rows[1:]] == full.operator_index[ref.rows].tolist()
+
+    with h5py.File(out / "dataset.h5", "a") as f:  # trajectories for the picture: the IC, held 2 steps
+        ics = f["ics/fields"][()]
+        f.create_dataset("trajectories", data=np.repeat(ics[:, None, None], 2, axis=2)).attrs["stride"] = 1
+    png = tmp_path / "nb.png"
+    rc, _, text = _neighbors(capsys, out, "--operator", op, "-k", 4, "--levels", 1, "--out", png)
+    assert rc == 0 and "levels 1..1" in text and f"wrote {png}" in text
+    from PIL import Image
+
+    assert Image.open(png).size[0] > 5 * ics.shape[-1]  # query + 4 neighbours side by side
+
+    rc, _, text = _neighbors(capsys, out, "--operator", 99999)
+    assert rc == 2 and "operator(s) [99999] not in" in text
+    other, *_ = untrained_tokenizer(run.out, first_stream=(3, 8, 8))
+    other.save(tmp_path / "other")
+    rc, _, text = _neighbors(capsys, out, "--operator", op, "--tokenizer", tmp_path / "other")
+    assert rc == 2 and "is not the one of" in text
+    with h5py.File(out / "dataset.h5", "a") as f:
+        del f["tokens"]
+    rc, _, text = _neighbors(capsys, out, "--operator", op)
+    assert rc == 2 and "no /tokens" in text
+
+
+def test_new_operator_path_encodes_like_the_tokenizer(tokenized):
+    run, tok, full, _, tokens = tokenized
+    got = encode_operators(tok, run.out, full.operator_index[[7, 100, 3]])  # any order, rows from both shards
     assert np.array_equal(got, tokens[[7, 100, 3]])
     with pytest.raises(DataError, match=r"operator\(s\) \[100000\] not in"):
-        encode_operators(loaded, run.out, [100000])
-
-    op = int(full.operator_index[7])
-    rc, rows, text = _neighbors(capsys, run.out, "--operator", op, "-k", 5, "--dataset", run.out,
-                                "--tokenizer", run.out / "tokenizer")
-    assert rc == 0 and "encoded with" in text
-    # the query is itself in the searched run: found at distance 0
-    assert (op, 0) in rows
-    ix = TokenIndex(tokens, tok.layout)
-    assert [d for _, d in rows] == ix.query(tokens[7], 5).distances.tolist()
+        encode_operators(tok, run.out, [100000])

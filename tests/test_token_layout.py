@@ -49,6 +49,18 @@ def test_trim_drops_positions_the_training_rows_hold_one_code_of():
         layout.trim(np.ones((4, 4), int))
 
 
+def test_full_codes_put_the_dropped_levels_back():
+    layout = TokenLayout.plan(_spec(((5, 1, 1), (8, 4, 2))))
+    tokens = np.array([[0, 3, 2, 1], [4, 3, 0, 1], [2, 3, 1, 0]])
+    trimmed, keep = layout.trim(tokens)  # b.l1 (always 3) is dropped too
+    full = trimmed.full_codes(tokens[:, keep])
+    assert full.shape == (3, 2, 3) and full.dtype == np.int64
+    assert full[:, 0].tolist() == [[0, 0, 0], [4, 0, 0], [2, 0, 0]]  # a: l1 token, l2 and l3 one code 0
+    assert full[:, 1].tolist() == [[3, 2, 1], [3, 0, 1], [3, 1, 0]]  # b: l1 its one code 3, l2 and l3 tokens
+    with pytest.raises(DataError, match=r"tokens to decode: codes outside \[0, K\) in column\(s\) a.l1"):
+        trimmed.full_codes(np.array([[5, 0, 0]]))
+
+
 def _write_dataset(path, n: int) -> None:
     with h5py.File(path, "w") as f:
         f.create_dataset("operators/index", data=np.arange(n, dtype=np.int64))

@@ -1,7 +1,7 @@
-"""`spinlock neighbors DIR --operator I [-k K] [--levels L] [--tokenizer TOKDIR --dataset OTHER] [--out PNG]`:
-the operators of a tokenized run whose behaviour tokens are nearest (prefix distance, see
-``spinlock.encoding.search``) to operator I of the run, or to operator I of another run encoded with a
-trained tokenizer."""
+"""`spinlock neighbors DIR --operator I [-k K] [--levels L] [--tokenizer TOKDIR] [--dataset OTHER] [--out PNG]`:
+the operators of a tokenized run whose behaviour is nearest to operator I of the run, or to operator I of
+another run encoded with the trained tokenizer, by the distance between what their tokens decode to
+(``spinlock.encoding.search``)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="global index of the query operator (in DIR, or in --dataset when given)")
     p.add_argument("-k", type=int, default=10, help="number of neighbours (default 10)")
     p.add_argument("--levels", type=int, default=3, choices=(1, 2, 3),
-                   help="compare token prefixes of this many levels per stream (1 = coarse only; default 3)")
-    p.add_argument("--dataset", default=None, metavar="OTHER",
-                   help="another run directory holding the query operator: its features are encoded with"
-                        " --tokenizer (default DIR/tokenizer)")
+                   help="decode token prefixes of this many levels per stream (1 = coarse only; default 3)")
     p.add_argument("--tokenizer", default=None, metavar="TOKDIR",
-                   help="trained tokenizer directory for --dataset (its layout must be DIR's)")
+                   help="the trained tokenizer that wrote DIR's tokens (default DIR/tokenizer): it decodes them"
+                        " and encodes a --dataset query")
+    p.add_argument("--dataset", default=None, metavar="OTHER",
+                   help="another run directory holding the query operator: its features are encoded with the"
+                        " tokenizer")
     p.add_argument("--out", type=Path, default=None, metavar="PNG",
                    help="PNG of the query's and neighbours' final frames (needs stored trajectories)")
 
@@ -65,7 +66,7 @@ def render_neighbors(run, query_row: int, neighbors, out: Path, query_run=None, 
     nb = last_frames(run, [int(r) for r in neighbors.rows], mode, "viridis", 1.0)
     label = query_label or f"query op {int(qrun.operator_index[query_row])}"
     panels = [Panel(label, q[0][None])] + [
-        Panel(f"op {int(run.operator_index[r])} d={int(d)}", img[None])
+        Panel(f"op {int(run.operator_index[r])} d={d:.2f}", img[None])
         for r, d, img in zip(neighbors.rows, neighbors.distances, nb, strict=True)]
     shapes = {p.pixels.shape for p in panels}
     if len(shapes) != 1:
@@ -82,8 +83,8 @@ def render_neighbors(run, query_row: int, neighbors, out: Path, query_run=None, 
 def run(args: argparse.Namespace) -> int:
     import h5py
 
-    from spinlock.encoding.layout import TokenLayout
-    from spinlock.encoding.search import TokenIndex, encode_operators
+    from spinlock.encoding.search import SearchIndex, encode_operators
+    from spinlock.encoding.tokenizer import Tokenizer
     from spinlock.errors import DataError
     from spinlock.features.census import CLASSES
     from spinlock.storage.reader import read_census
@@ -91,30 +92,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise DataError(f"-k must be >= 1, got {args.k}")
-    if args.tokenizer is not None and args.dataset is None:
-        raise DataError("--tokenizer is for encoding a query from --dataset OTHER: give --dataset too")
     data = RunData(args.dir)
     if not data.has_tokens:
         raise DataError(f"{data.dataset_path}: no /tokens (run 'spinlock tokenize' or 'spinlock encode' first)")
+    qrun = data if args.dataset is None else RunData(args.dataset)
+    qrow = qrun.rows_of([args.operator])[0]
+    tokdir = Path(args.tokenizer) if args.tokenizer else data.tokenizer_dir
+    tok = Tokenizer.load(tokdir)
+    index = SearchIndex.open(data.out_dir, tok, args.levels)
     with h5py.File(data.dataset_path, "r") as f:
-        tokens = f["tokens"][()]
-        layout = TokenLayout.from_attrs(f["tokens"].attrs, f"{data.dataset_path}:/tokens")
         census, _ = read_census(f)
-    index = TokenIndex(tokens, layout, args.levels)
-    if args.dataset is None:
-        qrun, qrow = data, data.rows_of([args.operator])[0]
-        query, exclude, where = tokens[qrow], [qrow], f"operator {args.operator}"
-    else:
-        from spinlock.encoding.tokenizer import Tokenizer
-
-        tokdir = Path(args.tokenizer) if args.tokenizer else data.tokenizer_dir
-        tok = Tokenizer.load(tokdir)
-        if [p.to_json() for p in tok.layout.positions] != [p.to_json() for p in layout.positions]:
-            raise DataError(f"{tokdir}: its token layout ({tok.n_tokens} positions) is not the one of"
-                            f" {data.dataset_path}:/tokens ({len(layout.positions)}): encode DIR with this"
-                            " tokenizer first ('spinlock encode DIR --tokenizer ...')")
-        qrun = RunData(args.dataset)
-        qrow = qrun.rows_of([args.operator])[0]
+        if qrun is data:
+            query, exclude, where = f["tokens"][qrow], [qrow], f"operator {args.operator}"
+    if qrun is not data:
         query = encode_operators(tok, qrun.out_dir, [args.operator])[0]
         exclude, where = None, f"operator {args.operator} of {qrun.out_dir} (encoded with {tokdir})"
     nb = index.query(query, args.k, exclude)
@@ -125,12 +115,12 @@ def run(args: argparse.Namespace) -> int:
         qcensus = census
     with h5py.File(data.dataset_path, "r") as f:
         params = parameter_text(f, [int(r) for r in nb.rows])
+    built = f"built in {index.seconds:.1f} s" if index.seconds else "loaded"
     print(f"{len(nb.rows)} nearest to {where} (census {CLASSES[int(qcensus[qrow])].name}) in {data.out_dir}"
-          f" ({data.n} operators; prefix distance over {len(index.columns)} positions, levels 1..{args.levels},"
-          f" max {index.max_distance})")
+          f" ({data.n} operators; {index.describe()}; {built})")
     print(f"{'rank':>4}  {'operator':>8}  {'distance':>8}  {'census':<15}  parameters")
     for i, (r, d, ptxt) in enumerate(zip(nb.rows, nb.distances, params, strict=True), start=1):
-        print(f"{i:>4}  {int(data.operator_index[r]):>8}  {int(d):>8}  {CLASSES[int(census[r])].name:<15}  {ptxt}")
+        print(f"{i:>4}  {int(data.operator_index[r]):>8}  {d:>8.3f}  {CLASSES[int(census[r])].name:<15}  {ptxt}")
     if args.out is not None:
         if data.trajectory_shape is None or qrun.trajectory_shape is None:
             print(f"no picture: {'the query run' if data.trajectory_shape else data.dataset_path} stores no"

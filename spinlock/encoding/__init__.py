@@ -5,7 +5,8 @@ Modules: ``schema`` (feature-table names and blocks), ``split`` (train/validatio
 (CategoryDiscovery), ``model`` (HierarchicalVQVAE), ``plan`` (the model spec sized to the data),
 ``training`` (the training loop), ``metrics`` (validation R², codebook usage), ``tokenizer`` (the saved
 Tokenizer), ``layout`` (which codebooks are token positions), ``icfields`` (IC reader), ``outputs``
-(tokens into dataset.h5 / Parquet). The Ray edges live in ``spinlock.distributed``; docs/tokenizer.md
+(tokens into dataset.h5 / Parquet), ``search`` (nearest behaviour: distance between decoded tokens, faiss
+index). The Ray edges live in ``spinlock.distributed``; docs/tokenizer.md
 describes the stage.
 """
 

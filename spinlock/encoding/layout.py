@@ -76,6 +76,16 @@ class TokenLayout:
         """Column of each position in the model's flattened codes [B, E·3] (stream e, level l: 3e + l - 1)."""
         return np.array([LEVELS * self.streams.index(p.stream) + p.level - 1 for p in self.positions], np.int64)
 
+    def full_codes(self, tokens: np.ndarray) -> np.ndarray:
+        """The model's codes [N, E, 3] int64 from ``tokens`` [N, positions]: the dropped levels get their one
+        code back (what :meth:`spinlock.encoding.model.HierarchicalVQVAE.decode_indices` reads)."""
+        self.check(np.asarray(tokens), "tokens to decode")
+        full = np.zeros((len(tokens), len(self.streams), LEVELS), np.int64)
+        for p, code in self.dropped:
+            full[:, self.streams.index(p.stream), p.level - 1] = code
+        full.reshape(len(tokens), -1)[:, self.columns] = tokens
+        return full
+
     def trim(self, tokens: np.ndarray) -> tuple[TokenLayout, np.ndarray]:
         """Drop the positions where ``tokens`` [n, positions] (the fit's training operators) hold one
         code; returns the new layout and the kept columns of ``tokens``."""

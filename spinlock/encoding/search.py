@@ -1,31 +1,44 @@
-"""Nearest-behaviour search over token codes: a coarse-to-fine prefix distance and an exact inverted index.
+"""Nearest-behaviour search over tokens: the distance between what token prefixes decode to, and its index.
 
-Distance (``prefix distance``). Every token position is one level (1 coarse .. 3 fine) of one stream, and
-the levels of a stream are a coarse-to-fine tree: a fine code only means something under its coarser
-codes. Position ``p`` at level ``l`` weighs ``w_p = 2^(3 - l)`` (4, 2, 1). For two operators ``a`` and
-``b`` and each stream ``s``, find the coarsest of its positions where they differ; from there on every
-position of the stream counts as a mismatch::
+Distance (depth ``L`` = 1, 2 or 3 levels). Let ``x̂_L(t)`` [D'] be the tokenizer's reconstruction of the
+cleaned scalar features (:meth:`~spinlock.encoding.tokenizer.Tokenizer.decode`) from levels 1..L of every
+stream of the tokens ``t`` (the levels the layout does not emit take their one code), and ``P_L`` [m, D']
+the first ``m`` = min(:data:`COMPONENTS`, D') principal axes of the reconstructions ``x̂_L`` of the indexed
+operators (fitted on at most :data:`FIT_ROWS` of them, evenly spaced; mean ``μ_L``). Every operator is the
+vector ``v_L(t) = P_L (x̂_L(t) - μ_L)`` [m] float32 and::
 
-    d(a, b) = Σ_s Σ_{p in s, level(p) >= first mismatching level of s} w_p
-            = W - Σ_{(s, l): a and b agree on every position of s up to level l} w_(s, l)
+    d_L(a, b) = || v_L(a) - v_L(b) ||_2  =  || P_L (x̂_L(a) - x̂_L(b)) ||_2
 
-with ``W`` the total weight (the largest distance: no stream shares its coarse code). Per stream this is
-a tree (ultrametric) distance, so ``d`` is a metric: ``d(a, a) = 0``, symmetric, triangle inequality; and
-differing at a coarse level is always farther than differing only at finer levels of that stream
-(4 > 2 + 1). Distances are integers in ``[0, W]`` and tie often; neighbours are ordered by
-``(distance, row)``.
+the Euclidean distance between the two reconstructions within the principal subspace (it equals the full
+distance when the dropped axes hold no variance; :attr:`Projection.explained` gives the share kept).
+Why this distance: the ground truth of "similar behaviour" is the Euclidean distance of the cleaned
+features, and the reconstruction is what the tokens say about them. Comparing the codes themselves
+(the former coarse-to-fine prefix match) ignores how far apart two codes are: recall@10 0.09 where this
+distance gets 0.81 (docs/tokenizer.md, "Nearest-behaviour search"). ``d_L`` is a
+pseudometric (0 for equal token prefixes, symmetric, triangle inequality); depth 1 compares coarse
+tokens only, so a truncated token sequence is searchable on its own.
 
-Index (:class:`TokenIndex`). The second form of ``d`` is a sum over *agreeing prefixes*, so one posting
-list per (stream, level, prefix of codes) gives it exactly: a query reads, per stream, the lists of its
-own prefixes (one per level, each a subset of the previous one), adds each list's weight to its
-operators' score (``np.bincount``), and ``d = W - score``. Only the query's posting lists are read
-(about ``Σ_s N / K_s`` entries for coarse codebooks of K_s codes), never the ``[N, positions]`` code
-matrix; selecting the k smallest is one pass over an ``[N]`` float vector. Results are exact: equal to
-:meth:`TokenIndex.scan`, the brute-force reference.
+Index (:class:`VectorIndex`, faiss). Up to :data:`EXACT_MAX_ROWS` operators an exact ``IndexFlatL2`` (a
+scan; results equal brute force). Above, ``IndexIVFFlat`` with ``nlist = round(4 sqrt(N))`` lists
+(k-means on :data:`TRAIN_PER_LIST` · nlist sampled vectors): a query scans the ``nprobe`` lists nearest to
+it, with exact distances inside them. ``nprobe`` is tuned when the index is built: the smallest power of
+two whose recall@10 against the exact search over :data:`TUNE_QUERIES` sampled operators is at least
+:data:`TARGET_RECALL` (a result counts when its distance is within the exact 10th-neighbour distance, so
+ties are not misses); :attr:`VectorIndex.recall` holds the measured value.
+
+Vectors (:class:`SearchIndex`). They depend only on the run's tokens and the tokenizer, so they are
+computed at the first query, not by ``tokenize``/``encode`` (a run that is never searched pays nothing;
+a million operators take 384 MB per depth at m = 96), and :meth:`SearchIndex.open` caches the index and the
+projection in ``OUT/search/`` keyed by digests of ``/tokens`` and of the tokenizer's weights: any change
+of either rebuilds them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,15 +53,27 @@ from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import LEVELS
 from spinlock.encoding.schema import FeatureBatch, FeatureSchema
 from spinlock.errors import DataError
-from spinlock.storage.layout import FEATURES_DIR
+from spinlock.storage.durable import durable_replace
+from spinlock.storage.layout import DATASET_FILE, FEATURES_DIR, SEARCH_DIR
 
 if TYPE_CHECKING:
+    import faiss
+
     from spinlock.encoding.tokenizer import Tokenizer
 
-
-def level_weight(level: int) -> int:
-    """Weight of one position at ``level`` (1 coarse .. LEVELS fine): ``2^(LEVELS - level)``."""
-    return 1 << (LEVELS - level)
+COMPONENTS = 96
+"""Principal axes per operator vector (fewer when the cleaned features have fewer columns)."""
+FIT_ROWS = 65_536
+"""Operators (evenly spaced) whose reconstructions the projection is fitted on."""
+EXACT_MAX_ROWS = 100_000
+"""Largest index searched exactly (a flat scan); larger ones get an IVF index."""
+TARGET_RECALL = 0.95
+"""recall@10 of the IVF index against the exact search that ``nprobe`` is tuned to reach."""
+TUNE_QUERIES = 256
+"""Sampled operators ``nprobe`` is tuned on."""
+TRAIN_PER_LIST = 64
+"""Sampled vectors per IVF list its k-means is trained on."""
+CACHE_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -56,126 +81,263 @@ class Neighbors:
     rows: np.ndarray
     """[k] int64 rows of the indexed tokens, nearest first (ties by row)."""
     distances: np.ndarray
-    """[k] int64 prefix distances."""
+    """[k] float64 distances."""
 
 
 @dataclass(frozen=True)
-class _Group:
-    """Positions of one stream up to one level (a prefix), its posting lists and the level's weight."""
+class Projection:
+    """Centre and principal axes that map reconstructions [n, D'] to operator vectors [n, m]."""
 
-    columns: np.ndarray  # columns of the index's codes making up the prefix (coarse first)
-    weight: int
-    keys: np.ndarray  # [U] sorted distinct prefix keys
-    starts: np.ndarray  # [U + 1] offsets into rows
-    rows: np.ndarray  # [N] int32 rows grouped by key
+    mean: np.ndarray
+    """[D'] float64."""
+    components: np.ndarray
+    """[m, D'] float64 orthonormal rows, by decreasing variance."""
+    explained: float
+    """Share of the fit rows' variance the ``m`` axes keep."""
+
+    @classmethod
+    def fit(cls, x: np.ndarray, components: int = COMPONENTS) -> Projection:
+        """Principal axes of ``x`` [n, D'] (eigenvectors of its covariance); the sign of each axis makes its
+        largest entry positive, so the vectors are reproducible."""
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            raise DataError(f"the projection needs [n >= 1, D'] reconstructions, got {x.shape}")
+        mean = x.mean(0)
+        xc = x - mean
+        w, v = np.linalg.eigh(xc.T @ xc)
+        m = min(components, x.shape[1])
+        w, v = w[::-1][:m].clip(0), v[:, ::-1][:, :m].T
+        v *= np.sign(v[np.arange(m), np.abs(v).argmax(1)])[:, None]
+        total = float((xc ** 2).sum())
+        return cls(mean, v, float(w.sum() / total) if total > 0 else 1.0)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((np.asarray(x, np.float64) - self.mean) @ self.components.T).astype(np.float32)
 
 
-class TokenIndex:
-    """Exact k-nearest-neighbour search in the prefix distance over ``tokens`` [N, positions] of ``layout``.
+def behaviour_vectors(tokenizer: Tokenizer, tokens: np.ndarray, levels: int = LEVELS,
+                      projection: Projection | None = None, components: int = COMPONENTS,
+                      block: int = 65_536) -> tuple[np.ndarray, Projection]:
+    """Operator vectors ``v_L`` [N, m] float32 of ``tokens`` [N, positions] at depth ``levels``, and the
+    projection (fitted on these tokens' reconstructions unless given). Decoded in blocks: memory is one
+    block's reconstructions, not [N, D']."""
+    check_levels(levels)
+    tokens = np.asarray(tokens)
+    n = len(tokens)
+    if projection is None:
+        if n == 0:
+            raise DataError("no tokens to fit the search projection on")
+        fit = np.unique(np.linspace(0, n - 1, min(n, FIT_ROWS)).round().astype(np.int64))
+        projection = Projection.fit(tokenizer.decode(tokens[fit], levels), components)
+    out = np.zeros((n, len(projection.components)), np.float32)
+    for lo in range(0, n, block):
+        out[lo:lo + block] = projection(tokenizer.decode(tokens[lo:lo + block], levels))
+    return out, projection
 
-    ``levels`` (1..3) truncates every stream to its coarsest levels (the distance over token prefixes
-    of that depth).
-    """
 
-    def __init__(self, tokens: np.ndarray, layout: TokenLayout, levels: int = LEVELS):
-        tokens = np.asarray(tokens)
-        layout.check(tokens, "token index")
-        if not 1 <= levels <= LEVELS:
-            raise DataError(f"levels must be in 1..{LEVELS}, got {levels}")
-        self.layout = layout
-        self.levels = levels
-        keep = [j for j, p in enumerate(layout.positions) if p.level <= levels]
-        if not keep:
-            raise DataError(f"no token position at levels 1..{levels} (the layout has levels"
-                            f" {sorted({p.level for p in layout.positions})})")
-        self.columns = np.array(keep, np.int64)
-        """Columns of the layout's tokens the index compares."""
-        sizes = np.array([layout.positions[j].codebook_size for j in keep], np.int64)
-        dtype = np.uint8 if sizes.max() <= 256 else np.uint16 if sizes.max() <= 1 << 16 else np.int32
-        self.codes = np.ascontiguousarray(tokens[:, keep], dtype=dtype)
-        """[N, kept positions] the compared codes."""
-        self.n = int(tokens.shape[0])
-        weights, streams = [], []
-        groups: list[_Group] = []
-        for s in layout.streams:
-            cols = sorted((c for c, j in enumerate(keep) if layout.positions[j].stream == s),
-                          key=lambda c: layout.positions[keep[c]].level)
-            key = np.zeros(self.n, np.int64)
-            for depth, c in enumerate(cols):
-                key = key * int(sizes[c]) + self.codes[:, c]
-                w = level_weight(layout.positions[keep[c]].level)
-                order = np.argsort(key, kind="stable")
-                uniq, starts = np.unique(key[order], return_index=True)
-                groups.append(_Group(np.array(cols[:depth + 1], np.int64), w, uniq,
-                                     np.append(starts, self.n).astype(np.int64), order.astype(np.int32)))
-            if cols:
-                streams.append(np.array(cols, np.int64))
-                weights.append(np.array([level_weight(layout.positions[keep[c]].level) for c in cols], np.int64))
-        self._groups = groups
-        self._streams = streams
-        self._weights = weights
-        self.max_distance = int(sum(w.sum() for w in weights))
-        """W: the distance between operators that share no stream's coarse code."""
+def check_levels(levels: int) -> None:
+    if not 1 <= levels <= LEVELS:
+        raise DataError(f"levels must be in 1..{LEVELS}, got {levels}")
+
+
+class VectorIndex:
+    """k nearest vectors by Euclidean distance: exact (flat) up to ``exact_max_rows``, IVF above (module
+    docstring)."""
+
+    def __init__(self, index: faiss.Index, recall: float | None = None):
+        self.index = index
+        self.recall = recall
+        """recall@10 of the IVF index against exact search when it was built (None: exact index)."""
 
     @property
-    def posting_entries(self) -> int:
-        """Total posting-list length (N per indexed position)."""
-        return sum(len(g.rows) for g in self._groups)
+    def n(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def exact(self) -> bool:
+        import faiss
+
+        return isinstance(self.index, faiss.IndexFlat)
 
     @property
     def nbytes(self) -> int:
-        """Memory held: codes and posting lists."""
-        return self.codes.nbytes + sum(g.rows.nbytes + g.keys.nbytes + g.starts.nbytes for g in self._groups)
+        """Memory of the stored vectors, ids and list centroids."""
+        if self.exact:
+            return self.n * self.dim * 4
+        return self.n * (self.dim * 4 + 8) + int(self.index.nlist) * self.dim * 4
 
-    def _query_codes(self, query: np.ndarray) -> np.ndarray:
-        q = np.asarray(query)
-        if q.shape != (len(self.layout.positions),):
-            raise DataError(f"query tokens have shape {q.shape}, the layout has {len(self.layout.positions)} positions")
-        self.layout.check(q[None], "query tokens")
-        return q[self.columns].astype(np.int64)
+    def describe(self) -> str:
+        if self.exact:
+            return f"exact flat index of {self.n} vectors"
+        return (f"IVF index of {self.n} vectors, {self.index.nlist} lists, nprobe {self.index.nprobe}"
+                f" (recall@10 {self.recall:.3f} of exact when built)")
 
-    def scan(self, query: np.ndarray) -> np.ndarray:
-        """[N] int64 prefix distances from ``query`` [positions] to every row: the brute-force reference."""
-        return self._distances(self.codes, self._query_codes(query))
+    @classmethod
+    def build(cls, vectors: np.ndarray, exact_max_rows: int = EXACT_MAX_ROWS, seed: int = 0) -> VectorIndex:
+        import faiss
 
-    def _distances(self, codes: np.ndarray, q: np.ndarray) -> np.ndarray:
-        d = np.full(len(codes), self.max_distance, np.int64)
-        for cols, w in zip(self._streams, self._weights, strict=True):
-            agree = np.cumprod(codes[:, cols] == q[cols], axis=1, dtype=np.int64)  # agree on the prefix up to l
-            d -= agree @ w
-        return d
+        x = np.ascontiguousarray(vectors, np.float32)
+        if x.ndim != 2 or x.shape[1] < 1:
+            raise DataError(f"vectors to index must be [N, m >= 1], got {x.shape}")
+        n, m = x.shape
+        if n <= exact_max_rows:
+            flat = faiss.IndexFlatL2(m)
+            flat.add(x)
+            return cls(flat)
+        rng = np.random.default_rng(seed)
+        nlist = max(1, round(4 * math.sqrt(n)))
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(m), m, nlist)
+        ivf.cp.seed = seed
+        ivf.train(x[np.sort(rng.choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False))])
+        ivf.add(x)
+        queries = np.sort(rng.choice(n, min(n, TUNE_QUERIES), replace=False))
+        k = min(10, n - 1)
+        exact_d, _ = faiss.knn(x[queries], x, k + 1)
+        kth = exact_d[:, k]  # the k-th neighbour's distance² (the query itself is at 0)
+        nprobe = 1
+        while True:
+            ivf.nprobe = nprobe
+            d, ids = ivf.search(x[queries], k + 1)
+            hits = [(dq[(iq != q) & (iq >= 0)][:k] <= kq * (1 + 1e-5) + 1e-12).sum()
+                    for q, dq, iq, kq in zip(queries, d, ids, kth, strict=True)]
+            recall = float(np.mean(hits)) / k
+            if recall >= TARGET_RECALL or nprobe >= nlist:
+                return cls(ivf, recall)
+            nprobe = min(2 * nprobe, nlist)
 
-    def postings(self, query: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        """The posting lists of ``query``'s prefixes (rows sharing each prefix) with their level weights."""
-        q = self._query_codes(query)
-        out = []
-        for g in self._groups:
-            key = 0
-            for c in g.columns:
-                key = key * int(self.layout.positions[self.columns[c]].codebook_size) + int(q[c])
-            u = int(np.searchsorted(g.keys, key))
-            if u < len(g.keys) and g.keys[u] == key:
-                out.append((g.rows[g.starts[u]:g.starts[u + 1]], g.weight))
-        return out
+    def search(self, queries: np.ndarray, k: int = 10, exclude: np.ndarray | list[int] | None = None) -> Neighbors:
+        """The ``k`` rows nearest to one query vector [m] (``exclude``: rows never returned), nearest first."""
+        if k < 1:
+            raise DataError(f"k must be >= 1, got {k}")
+        q = np.ascontiguousarray(np.asarray(queries, np.float32).reshape(1, -1))
+        if q.shape[1] != self.dim:
+            raise DataError(f"query vector has {q.shape[1]} components, the index {self.dim}")
+        skip = set() if exclude is None else {int(r) for r in np.asarray(exclude).ravel()}
+        want = min(k + len(skip), self.n)
+        if want == 0:
+            return Neighbors(np.zeros(0, np.int64), np.zeros(0))
+        d, ids = self.index.search(q, want)
+        keep = [j for j, r in enumerate(ids[0]) if r >= 0 and int(r) not in skip]
+        rows, dist = ids[0][keep].astype(np.int64), np.sqrt(np.maximum(d[0][keep], 0)).astype(np.float64)
+        order = np.lexsort((rows, dist))[:k]
+        return Neighbors(rows[order], dist[order])
 
-    def distances(self, query: np.ndarray) -> np.ndarray:
-        """[N] int64 prefix distances from ``query`` to every row, from the posting lists (equals :meth:`scan`)."""
-        lists = self.postings(query)
-        if not lists:
-            return np.full(self.n, self.max_distance, np.int64)
-        score = np.zeros(self.n, np.int64)
-        for w in sorted({w for _, w in lists}):  # one unweighted count per level weight
-            score += w * np.bincount(np.concatenate([p for p, v in lists if v == w]), minlength=self.n)
-        return self.max_distance - score
+    def save(self, path: Path) -> None:
+        import faiss
 
-    def query(self, query: np.ndarray, k: int = 10, exclude: np.ndarray | list[int] | None = None) -> Neighbors:
-        """The ``k`` rows nearest to ``query`` [positions] (a row of the layout's tokens), nearest first,
-        ties by row; ``exclude``: rows never returned (e.g. the query operator itself)."""
-        return nearest(self.distances(query), k, exclude)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        durable_replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, recall: float | None) -> VectorIndex:
+        import faiss
+
+        return cls(faiss.read_index(str(path)), recall)
+
+
+class SearchIndex:
+    """The operators of a tokenized run, searchable by :math:`d_L` (module docstring) at ``levels``."""
+
+    def __init__(self, tokenizer: Tokenizer, levels: int, projection: Projection, index: VectorIndex):
+        check_levels(levels)
+        self.tokenizer = tokenizer
+        self.levels = levels
+        self.projection = projection
+        self.index = index
+        self.seconds = 0.0
+        """Time :meth:`open` spent building (0 when it loaded the cache)."""
+
+    @classmethod
+    def build(cls, tokenizer: Tokenizer, tokens: np.ndarray, levels: int = LEVELS,
+              exact_max_rows: int = EXACT_MAX_ROWS) -> SearchIndex:
+        """Index ``tokens`` [N, positions] (the tokenizer's layout) in memory."""
+        vectors, projection = behaviour_vectors(tokenizer, tokens, levels)
+        return cls(tokenizer, levels, projection, VectorIndex.build(vectors, exact_max_rows))
+
+    def vectors(self, tokens: np.ndarray) -> np.ndarray:
+        """Operator vectors [n, m] of ``tokens`` [n, positions] (any operators encoded with the tokenizer)."""
+        return behaviour_vectors(self.tokenizer, np.atleast_2d(tokens), self.levels, self.projection)[0]
+
+    def query(self, tokens: np.ndarray, k: int = 10, exclude: np.ndarray | list[int] | None = None) -> Neighbors:
+        """The ``k`` indexed rows nearest to one operator's ``tokens`` [positions], nearest first;
+        ``exclude``: rows never returned (e.g. the query operator's own row)."""
+        t = np.asarray(tokens)
+        if t.shape != (self.tokenizer.n_tokens,):
+            raise DataError(f"query tokens have shape {t.shape}, the layout has {self.tokenizer.n_tokens} positions")
+        return self.index.search(self.vectors(t)[0], k, exclude)
+
+    @classmethod
+    def open(cls, run_dir: str | Path, tokenizer: Tokenizer, levels: int = LEVELS) -> SearchIndex:
+        """The index of ``run_dir``'s ``/tokens`` (rows in ``dataset.h5`` order), loaded from
+        ``run_dir/search/`` when it was built from the same tokens and tokenizer, else built and saved there."""
+        import h5py
+
+        check_levels(levels)
+        path = Path(run_dir) / DATASET_FILE
+        with h5py.File(path, "r") as f:
+            if "tokens" not in f:
+                raise DataError(f"{path}: no /tokens (run 'spinlock tokenize' or 'spinlock encode' first)")
+            tokens = f["tokens"][()]
+            layout = TokenLayout.from_attrs(f["tokens"].attrs, f"{path}:/tokens")
+        check_layout(tokenizer, layout, str(path))
+        key = {"format": CACHE_FORMAT, "levels": levels, "components": COMPONENTS, "fit_rows": FIT_ROWS,
+               "tokens": _digest(tokens), "tokenizer": tokenizer_digest(tokenizer)}
+        folder = Path(run_dir) / SEARCH_DIR
+        meta_path, index_path = folder / f"levels-{levels}.npz", folder / f"levels-{levels}.faiss"
+        if meta_path.is_file() and index_path.is_file():
+            with np.load(meta_path) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta["key"] == key:
+                    projection = Projection(z["mean"], z["components"], meta["explained"])
+                    return cls(tokenizer, levels, projection, VectorIndex.load(index_path, meta["recall"]))
+        t0 = time.perf_counter()
+        index = cls.build(tokenizer, tokens, levels)
+        index.seconds = time.perf_counter() - t0
+        folder.mkdir(parents=True, exist_ok=True)
+        index.index.save(index_path)
+        meta = {"key": key, "explained": index.projection.explained, "recall": index.index.recall}
+        tmp = meta_path.with_name(meta_path.name + ".tmp.npz")
+        np.savez(tmp, mean=index.projection.mean, components=index.projection.components, meta=json.dumps(meta))
+        durable_replace(tmp, meta_path)
+        return index
+
+    def describe(self) -> str:
+        return (f"L2 of the cleaned features decoded from token levels 1..{self.levels}, in"
+                f" {len(self.projection.components)} principal components ({100 * self.projection.explained:.2f} %"
+                f" of their variance); {self.index.describe()}")
+
+
+def check_layout(tokenizer: Tokenizer, layout: TokenLayout, source: str) -> None:
+    """Raise DataError unless ``layout`` (of stored tokens) is the tokenizer's."""
+    if [p.to_json() for p in tokenizer.layout.positions] != [p.to_json() for p in layout.positions]:
+        raise DataError(f"the tokenizer's token layout ({tokenizer.n_tokens} positions) is not the one of"
+                        f" {source}:/tokens ({len(layout.positions)}): give the tokenizer that wrote them, or encode"
+                        " the run with this one first ('spinlock encode DIR --tokenizer ...')")
+
+
+def tokenizer_digest(tokenizer: Tokenizer) -> str:
+    """Digest of what decoding depends on: the model's weights and the token layout."""
+    h = hashlib.blake2b(json.dumps(tokenizer.layout.to_json(), sort_keys=True).encode(), digest_size=16)
+    for name, v in sorted(tokenizer.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _digest(a: np.ndarray) -> str:
+    h = hashlib.blake2b(f"{a.dtype}{a.shape}".encode(), digest_size=16)
+    h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
 
 
 def nearest(distances: np.ndarray, k: int, exclude: np.ndarray | list[int] | None = None) -> Neighbors:
-    """The ``k`` smallest of ``distances`` [N] ordered by (distance, row), skipping ``exclude`` rows."""
+    """The ``k`` smallest of ``distances`` [N] ordered by (distance, row), skipping ``exclude`` rows: the
+    brute-force reference."""
     d = np.asarray(distances).astype(np.float64)
     if exclude is not None:
         d[np.asarray(exclude, np.int64)] = np.inf
@@ -183,12 +345,12 @@ def nearest(distances: np.ndarray, k: int, exclude: np.ndarray | list[int] | Non
         raise DataError(f"k must be >= 1, got {k}")
     k = min(k, int(np.isfinite(d).sum()))
     if k == 0:
-        return Neighbors(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return Neighbors(np.zeros(0, np.int64), np.zeros(0))
     kth = np.partition(d, k - 1)[k - 1]
     below = np.flatnonzero(d < kth)
     rows = np.concatenate([below, np.flatnonzero(d == kth)[:k - len(below)]])
     rows = rows[np.lexsort((rows, d[rows]))]
-    return Neighbors(rows.astype(np.int64), d[rows].astype(np.int64))
+    return Neighbors(rows.astype(np.int64), d[rows])
 
 
 # ---------------------------------------------------------------------- runs on disk

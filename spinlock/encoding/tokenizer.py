@@ -108,6 +108,18 @@ class Tokenizer:
         emb = (np.concatenate(embs) if embs else np.zeros((0, 28), np.float32)) if self.spec.ic_channels else None
         return TokenOutput(tokens, emb)
 
+    @torch.no_grad()
+    def decode(self, tokens: np.ndarray, levels: int = LEVELS, batch_size: int = 16384) -> np.ndarray:
+        """[B, D'] float32: the model's reconstruction of the cleaned scalar features from ``tokens``
+        [B, positions] (the layout's), using levels 1..``levels`` of every stream (a token prefix)."""
+        device = next(self.model.parameters()).device
+        full = self.layout.full_codes(np.asarray(tokens))
+        out = np.zeros((len(full), self.spec.n_features), np.float32)
+        for lo in range(0, len(full), batch_size):
+            codes = torch.from_numpy(full[lo:lo + batch_size]).to(device)
+            out[lo:lo + len(codes)] = self.model.decode_indices(codes, levels)[0].float().cpu().numpy()
+        return out
+
     def encode_table(self, table: pa.Table, ic_fields: np.ndarray | None = None) -> TokenOutput:
         """Tokens for a feature table; with ``spinlock`` metadata its names must equal the fitted ones."""
         if table.schema.metadata and META_KEY in table.schema.metadata:

@@ -25,6 +25,8 @@ TRAJECTORIES_ZARR = "trajectories.zarr"  # storage.trajectories.format: zarr
 TOKENS_FILE = "tokens.parquet"
 TOKENIZER_DIR = "tokenizer"
 REPORT_DIR = "report"
+SEARCH_DIR = "search"
+"""Nearest-behaviour search index and projection per token depth, built at the first query (a cache)."""
 
 # ---- OUT/tokenizer/ (spinlock.encoding.tokenizer writes the first four, the tokenize stage the rest) --
 META_FILE = "tokenizer.json"
