@@ -101,7 +101,7 @@ def tokenized(tmp_path_factory):
     full = schema.batch_from_arrow(pa.concat_tables([pq.read_table(f) for f in files]))
     all_ic = ICReader(run.out / "dataset.h5").read(full.operator_index)
     tokens = tok.encode(full, all_ic).tokens
-    write_tokens(run.out, full.operator_index, tokens, tok.layout, None)
+    write_tokens(run.out, full.operator_index, tokens, tok.layout, None, tok.digest())
     return run, Tokenizer.load(run.out / "tokenizer"), full, all_ic, tokens
 
 
@@ -159,6 +159,13 @@ def test_open_caches_and_rebuilds_on_new_tokens(tokenized, tmp_path):
     other, *_ = untrained_tokenizer(run.out, first_stream=(3, 8, 8))
     with pytest.raises(DataError, match=r"layout \(\d+ positions\) is not the one of"):
         SearchIndex.open(out, other, 2)
+    retrained = Tokenizer.load(run.out / "tokenizer")  # same layout, other weights: the codes mean other things
+    with torch.no_grad():
+        next(retrained.model.parameters()).add_(0.01)
+    with h5py.File(out / "dataset.h5", "r") as f:
+        assert f["tokens"].attrs["tokenizer_digest"] == tok.digest() != retrained.digest()
+    with pytest.raises(DataError, match="written by another tokenizer"):
+        SearchIndex.open(out, retrained, 2)
 
 
 def _neighbors(capsys, *argv) -> tuple[int, list[tuple[int, float]], str]:

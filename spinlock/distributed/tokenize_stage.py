@@ -134,7 +134,7 @@ def tokenize_run(out_dir: str | Path, cfg: TokenizerConfig, seed: int, config_ha
         tokenizer.layout, keep = writer.trim()
         tokenizer.save(tok_dir)
         log(layout_message(tokenizer.layout, writer.fit_rows))
-        writer.write(tokenizer.layout, keep)
+        writer.write(tokenizer.layout, keep, tokenizer.digest())
         health = writer.health(tokenizer.layout, keep)
     final = state.final_record
     summary = {
@@ -186,7 +186,7 @@ def encode_run(out_dir: str | Path, tokenizer_dir: str | Path, actors: int = 1,
     with TokenWriter(run.local, tokenizer.layout) as writer:
         n_rows = encode_dataset(ds, tokenizer, ic_path, actors, writer,
                                 1.0 if resolve_use_gpu("auto", actors) else 0.0)
-        writer.write(tokenizer.layout, np.arange(len(tokenizer.layout.positions)))
+        writer.write(tokenizer.layout, np.arange(len(tokenizer.layout.positions)), tokenizer.digest())
     run.publish(tokenizer=False)
     log(f"tokens: [{n_rows}, {len(tokenizer.layout.positions)}] written to {run.where}/{DATASET_FILE} and"
         f" {run.where}/{TOKENS_FILE}")

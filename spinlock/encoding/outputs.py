@@ -35,7 +35,7 @@ from spinlock.encoding.model import IC_EMBEDDING_DIM
 from spinlock.errors import DataError
 from spinlock.storage import dims
 from spinlock.storage.durable import durable_replace
-from spinlock.storage.layout import DATASET_FILE, TOKENS_FILE
+from spinlock.storage.layout import DATASET_FILE, TOKENIZER_DIGEST_ATTR, TOKENS_FILE
 
 LEARNED_NAMES = [f"learned_{i:02d}" for i in range(IC_EMBEDDING_DIM)]
 WRITE_BLOCK_ROWS = 65_536
@@ -54,12 +54,12 @@ def _replace(f: h5py.File, name: str, shape: tuple[int, int], dtype: type) -> h5
 
 
 def write_tokens(out_dir: str | Path, operator_index: np.ndarray, tokens: np.ndarray, layout: TokenLayout,
-                 embedding: np.ndarray | None) -> None:
+                 embedding: np.ndarray | None, tokenizer_digest: str | None = None) -> None:
     """Store ``tokens`` [N, positions] (and ``embedding`` [N, 28]) for ``operator_index`` [N] under ``out_dir``."""
     layout.check(tokens, "tokens to write")
     with TokenWriter(out_dir, layout) as writer:
         writer.add(np.asarray(operator_index, np.int64), tokens, embedding)
-        writer.write(layout, np.arange(len(layout.positions)))
+        writer.write(layout, np.arange(len(layout.positions)), tokenizer_digest)
 
 
 class TokenWriter:
@@ -166,9 +166,10 @@ class TokenWriter:
                 out[run] = np.frombuffer(self.scratch.read(run.size * self.record.itemsize), self.record)
         return out
 
-    def write(self, layout: TokenLayout, keep: np.ndarray) -> None:
+    def write(self, layout: TokenLayout, keep: np.ndarray, tokenizer_digest: str | None = None) -> None:
         """Write the ``keep`` columns (of the added layout) as ``layout``'s tokens; every stored operator
-        must have been added."""
+        must have been added. ``tokenizer_digest`` (``Tokenizer.digest``) is stored with them, so a reader
+        can refuse to decode them with another tokenizer."""
         n = len(self.h5_index)
         if not self.seen.any():
             raise DataError(f"{self.h5_path}: no encoded rows for the {n} stored operators")
@@ -186,11 +187,13 @@ class TokenWriter:
                 if emb is not None:
                     emb[a:a + len(rec)] = rec["embedding"]
             layout.write_attrs(ds.attrs)
+            if tokenizer_digest is not None:
+                ds.attrs[TOKENIZER_DIGEST_ATTR] = tokenizer_digest
             dims.attach(f, "tokens", {"token": np.asarray(layout.names, dtype=object)})
             if emb is not None:
                 emb.attrs["names"] = LEARNED_NAMES
                 dims.attach(f, "features/initial_learned")
-        meta = {"positions": [p.to_json() for p in layout.positions]}
+        meta = {"positions": [p.to_json() for p in layout.positions], TOKENIZER_DIGEST_ATTR: tokenizer_digest}
         schema = pa.schema([("operator_index", pa.int64())] + [(name, pa.int32()) for name in layout.names],
                            metadata={b"spinlock": json.dumps(meta).encode()})
         order = self.by_index  # rows in operator-index order

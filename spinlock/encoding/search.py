@@ -54,7 +54,7 @@ from spinlock.encoding.model import LEVELS
 from spinlock.encoding.schema import FeatureBatch, FeatureSchema
 from spinlock.errors import DataError
 from spinlock.storage.durable import durable_replace
-from spinlock.storage.layout import DATASET_FILE, FEATURES_DIR, SEARCH_DIR
+from spinlock.storage.layout import DATASET_FILE, FEATURES_DIR, SEARCH_DIR, TOKENIZER_DIGEST_ATTR
 
 if TYPE_CHECKING:
     import faiss
@@ -284,9 +284,10 @@ class SearchIndex:
                 raise DataError(f"{path}: no /tokens (run 'spinlock tokenize' or 'spinlock encode' first)")
             tokens = f["tokens"][()]
             layout = TokenLayout.from_attrs(f["tokens"].attrs, f"{path}:/tokens")
-        check_layout(tokenizer, layout, str(path))
+            written_by = f["tokens"].attrs.get(TOKENIZER_DIGEST_ATTR)
+        check_layout(tokenizer, layout, str(path), None if written_by is None else str(written_by))
         key = {"format": CACHE_FORMAT, "levels": levels, "components": COMPONENTS, "fit_rows": FIT_ROWS,
-               "tokens": _digest(tokens), "tokenizer": tokenizer_digest(tokenizer)}
+               "tokens": _digest(tokens), "tokenizer": tokenizer.digest()}
         folder = Path(run_dir) / SEARCH_DIR
         meta_path, index_path = folder / f"levels-{levels}.npz", folder / f"levels-{levels}.faiss"
         if meta_path.is_file() and index_path.is_file():
@@ -312,21 +313,17 @@ class SearchIndex:
                 f" of their variance); {self.index.describe()}")
 
 
-def check_layout(tokenizer: Tokenizer, layout: TokenLayout, source: str) -> None:
-    """Raise DataError unless ``layout`` (of stored tokens) is the tokenizer's."""
+def check_layout(tokenizer: Tokenizer, layout: TokenLayout, source: str, written_by: str | None = None) -> None:
+    """Raise DataError unless ``layout`` (of stored tokens) is the tokenizer's and, when the tokens name
+    the tokenizer that wrote them (``written_by``, ``/tokens`` attribute ``tokenizer_digest``), it is this one."""
     if [p.to_json() for p in tokenizer.layout.positions] != [p.to_json() for p in layout.positions]:
         raise DataError(f"the tokenizer's token layout ({tokenizer.n_tokens} positions) is not the one of"
                         f" {source}:/tokens ({len(layout.positions)}): give the tokenizer that wrote them, or encode"
                         " the run with this one first ('spinlock encode DIR --tokenizer ...')")
-
-
-def tokenizer_digest(tokenizer: Tokenizer) -> str:
-    """Digest of what decoding depends on: the model's weights and the token layout."""
-    h = hashlib.blake2b(json.dumps(tokenizer.layout.to_json(), sort_keys=True).encode(), digest_size=16)
-    for name, v in sorted(tokenizer.model.state_dict().items()):
-        h.update(name.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    if written_by is not None and written_by != tokenizer.digest():
+        raise DataError(f"{source}:/tokens were written by another tokenizer (digest {written_by}, this one"
+                        f" {tokenizer.digest()}): its codes mean something else here; give the tokenizer that"
+                        " wrote them, or encode the run with this one first ('spinlock encode DIR --tokenizer ...')")
 
 
 def _digest(a: np.ndarray) -> str:

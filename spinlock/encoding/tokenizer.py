@@ -16,6 +16,7 @@ codebooks the training operators use one code of are not emitted).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,15 @@ class Tokenizer:
     def to(self, device: torch.device | str) -> Tokenizer:
         self.model.to(device)
         return self
+
+    def digest(self) -> str:
+        """Digest of what the tokens mean: the model's weights and the token layout. Stored with the
+        tokens (``/tokens`` attribute ``tokenizer_digest``) so they are never decoded by another tokenizer."""
+        h = hashlib.blake2b(json.dumps(self.layout.to_json(), sort_keys=True).encode(), digest_size=16)
+        for name, v in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:

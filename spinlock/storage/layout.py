@@ -25,6 +25,8 @@ TRAJECTORIES_ZARR = "trajectories.zarr"  # storage.trajectories.format: zarr
 TOKENS_FILE = "tokens.parquet"
 TOKENIZER_DIR = "tokenizer"
 REPORT_DIR = "report"
+TOKENIZER_DIGEST_ATTR = "tokenizer_digest"
+"""``/tokens`` attribute: the digest of the tokenizer that wrote them (``Tokenizer.digest``)."""
 SEARCH_DIR = "search"
 """Nearest-behaviour search index and projection per token depth, built at the first query (a cache)."""
 
