@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+import spinlock.encoding.icfields as icfields
 import spinlock.storage.merge as merge_mod
 import spinlock.storage.rows as rows_mod
+from spinlock.encoding.icfields import ICReader
 from spinlock.errors import DataError
 from spinlock.generate import pending_shards, plan_shards, prepare_output, run_shard
 from spinlock.storage import dims
@@ -239,3 +241,28 @@ def test_read_table_names_a_missing_source(copy):
         assert np.array_equal(read_table(f["status"], np.array([0, 1])), f["status"][:2])  # shard 0 only
         with pytest.raises(DataError, match=r"dataset\.h5:/status: cannot open its source .*shard-00001\.h5"):
             read_table(f["status"])
+
+
+def test_ic_reader_reads_the_index_once_per_file_and_the_rows_by_shard(copy, monkeypatch):
+    """The tokenize stage makes an ICReader per block: /operators/index is read once per process and file
+    (again once the file changes), and the IC rows in any order come back as HDF5 reads them."""
+    cfg, out = copy
+    merge_shards(cfg, out, "virtual")
+    path = out / DATASET_FILE
+    with h5py.File(path, "r") as f:
+        want, index = f["ics/fields"][()], f["operators/index"][()]
+    calls = []
+    real = icfields.read_table
+    monkeypatch.setattr(icfields, "read_table", lambda ds, *a: calls.append(ds.name) or real(ds, *a))
+    rows = np.array([11, 0, 5, 5, 4])
+    for _ in range(3):
+        reader = ICReader(path)
+        assert np.array_equal(reader.read(index[rows]), want[rows])
+        reader.close()
+        assert _shard_files_open() == 0
+    assert calls == ["/operators/index"] + ["/ics/fields"] * 3
+    merge_shards(cfg, out, "copy")  # a new file at the same path
+    reader = ICReader(path)
+    assert np.array_equal(reader.read(index[rows]), want[rows])
+    reader.close()
+    assert calls[4:] == ["/operators/index", "/ics/fields"]

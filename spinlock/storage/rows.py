@@ -73,12 +73,15 @@ def row_sources(ds: h5py.Dataset) -> list[RowSource]:
 
 @contextmanager
 def _opened(ds: h5py.Dataset, src: RowSource) -> Iterator[h5py.Dataset]:
-    """The source's dataset, its file open only inside the ``with``."""
+    """The source's dataset, its file open only inside the ``with`` (with the file locking of ``ds``'s file,
+    as HDF5 opens a virtual dataset's sources)."""
     if src.file is None:
         yield ds
         return
+    use, ignore = ds.file.id.get_access_plist().get_file_locking()
+    locking = ("best-effort" if ignore else True) if use else False  # HDF5 refuses a second open that differs
     try:
-        f = h5py.File(src.file, "r")
+        f = h5py.File(src.file, "r", locking=locking)
     except OSError as e:
         raise DataError(f"{ds.file.filename}:{ds.name}: cannot open its source {src.file}: {e}") from None
     with f:
