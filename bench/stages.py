@@ -9,6 +9,7 @@ Each N runs in a fresh child process (the "driver", with its own embedded Ray) t
   merge       ``merge_shards`` again from scratch (virtual)
   clean       ``fit_cleaner`` (Ray Data passes over the feature Parquet)
   categories  ``CategoryDiscovery.fit``
+  prepare     ``prepare_splits`` (cleaned model inputs and pooled ICs of every block, materialized)
   train       ``fit_vqvae`` with 1 epoch
   encode      ``encode_dataset`` (actor pool, blocks into a ``TokenWriter``) and ``TokenWriter.write``
   report      ``write_report``
@@ -119,6 +120,7 @@ def driver(n: int, out: str, result: str) -> None:
     stage.fit_cleaner = timed(meter, "clean", stage.fit_cleaner)
     real_fit = stage.CategoryDiscovery.fit
     stage.CategoryDiscovery.fit = lambda self, *a, **k: timed(meter, "categories", real_fit)(self, *a, **k)
+    stage.prepare_splits = timed(meter, "prepare", stage.prepare_splits)
     stage.fit_vqvae = timed(meter, "train", stage.fit_vqvae)
     stage.encode_dataset = timed(meter, "encode", stage.encode_dataset)
     stage.TokenWriter.write = timed(meter, "encode", stage.TokenWriter.write)

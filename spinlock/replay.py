@@ -37,6 +37,7 @@ from spinlock.rollout.engine import resolve_device
 from spinlock.sampling.space import sample
 from spinlock.storage.layout import DATASET_FILE, SHARDS_DIR, STATUS_FAULT, STATUS_OK, shard_name
 from spinlock.storage.reader import dataset_file
+from spinlock.storage.rows import read_table
 from spinlock.storage.zarrstore import open_trajectories
 
 PARAM_RTOL = 1e-12
@@ -301,7 +302,7 @@ def compare_with_stored(path: str | Path, rep: Replay) -> Comparison:
         "tolerance", f"{made}: IC max|Δ| ≤ {IC_ATOL:g}, first stored step RMS(Δ)/RMS ≤ {rtol:g} ({coarse}) or"
                      f" {SPREAD_FACTOR:g} × the operator's spread, whichever is larger")
     with h5py.File(p, "r") as f:
-        idx = f["operators/index"][()]
+        idx = read_table(f["operators/index"])
         rows = np.flatnonzero(idx == rep.index)
         if rows.size != 1:
             raise DataError(f"{p}: operator {rep.index} found {rows.size} times")

@@ -226,13 +226,18 @@ def test_info_parquet_and_report_agree(tiny_run):
         assert iio.imread(plot.path)[..., :3].astype(float).var() > 0
 
 
-def test_parameter_bins_and_mutual_information(tiny_run):
+def test_parameter_bins_and_mutual_information(tiny_run, monkeypatch):
+    from spinlock.viz import census_plots
     from spinlock.viz.census_plots import mutual_information, parameter_bins
 
     cfg, out, ds, _ = tiny_run
     with h5py.File(ds, "r") as f:
         specs = {k: v.model_dump() for k, v in cfg.parameters.items()}
         bins = {p.name: p for p in parameter_bins(f, specs)}
+        n = f["parameters/values"].shape[0]
+        monkeypatch.setattr(census_plots, "PARAMETER_GROUP_BYTES", 2 * 8 * n)  # two columns per read
+        assert [(p.name, p.labels, p.bin.tolist()) for p in parameter_bins(f, specs)] == \
+            [(p.name, p.labels, p.bin.tolist()) for p in bins.values()]
         values = f["parameters/values"][()]
         pnames = [str(x) for x in f["parameters/values"].attrs["names"]]
     assert "padding_mode" not in bins  # a single value: nothing to break down

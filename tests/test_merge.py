@@ -1,4 +1,5 @@
-"""Merge: one-open shard verification, exactly-once indices, reuse of the resume scan, VDS mappings."""
+"""Merge: one-open shard verification, exactly-once indices, reuse of the resume scan, VDS mappings, and
+reading the merged rows one shard file at a time."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+import spinlock.encoding.icfields as icfields
 import spinlock.storage.merge as merge_mod
+import spinlock.storage.rows as rows_mod
+from spinlock.encoding.icfields import ICReader
 from spinlock.errors import DataError
 from spinlock.generate import pending_shards, plan_shards, prepare_output, run_shard
+from spinlock.storage import dims
 from spinlock.storage.checker import SPEC
 from spinlock.storage.layout import DATASET_FILE, shard_path
 from spinlock.storage.merge import merge_shards, verified_shards
+from spinlock.storage.rows import read_table, table_blocks
 from spinlock.storage.shard import STRING_DATASETS, ShardInfo, inspect_shard
 
 
@@ -179,3 +185,84 @@ def test_virtual_mappings_equal_the_high_level_construction(run, tmp_path):
                          v.src_space.get_select_type()) for v in ds.virtual_sources()]
             assert maps(g[name]) == maps(ref[name]) and len(maps(g[name])) == 3, name
             assert g[name].id.get_create_plist().get_layout() == ref[name].id.get_create_plist().get_layout()
+
+
+def _shard_files_open() -> int:
+    """Shard files this process holds open (HDF5 keeps a virtual dataset's sources open until it closes)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if "/shards/shard-" in os.path.realpath(fd))
+
+
+@pytest.mark.parametrize("mode", ["virtual", "copy"])
+def test_read_table_equals_the_merged_arrays_one_shard_file_at_a_time(run, copy, mode, monkeypatch):
+    """Whole, sampled and column reads give the arrays HDF5 reads through the merge, bit for bit, opening
+    at most one shard file at a time and leaving none open (a read through a virtual dataset leaves every
+    source it touched open until the dataset closes)."""
+    cfg, out = copy
+    merge_shards(cfg, out, mode)
+    merged = run[2]
+    opened_with_others = []
+    real_file = h5py.File
+
+    def spy(*a, **k):
+        opened_with_others.append(_shard_files_open())
+        return real_file(*a, **k)
+
+    rows = np.array([0, 3, 4, 9, 11])  # spans all three shards (4 operators each)
+    with h5py.File(out / DATASET_FILE, "r") as f:
+        names = [n for n in merged if n not in (*STRING_DATASETS, *dims.SCALE_PATHS) and f[n].shape[:1] == (12,)]
+        assert {"trajectories", "features/summary", "status", "operators/index"} <= set(names)
+        with monkeypatch.context() as m:
+            m.setattr(rows_mod.h5py, "File", spy)
+            for name in names:
+                ds = f[name]
+                assert ds.is_virtual == (mode == "virtual"), name
+                want = merged[name]
+                for got, ref in [(read_table(ds), want), (read_table(ds, rows), want[rows]),
+                                 (read_table(ds, rows[1:2]), want[3:4]), (read_table(ds, rows[:0]), want[:0])]:
+                    assert got.dtype == ref.dtype and got.shape == ref.shape, name
+                    assert np.array_equal(got, ref, equal_nan=ref.dtype.kind == "f"), name
+                if ds.ndim > 1 and ds.shape[1] > 2:
+                    cols = [0, ds.shape[1] - 1]
+                    assert np.array_equal(read_table(ds, rows, cols), want[rows][:, cols], equal_nan=True), name
+                    assert np.array_equal(read_table(ds, cols=cols), want[:, cols], equal_nan=True), name
+                blocks = list(table_blocks(ds))
+                assert [a for a, _ in blocks] == ([0, 4, 8] if mode == "virtual" else [0])
+                assert np.array_equal(np.concatenate([b for _, b in blocks]), want, equal_nan=True), name
+                assert _shard_files_open() == 0, name  # none left open while the merged dataset is
+    assert set(opened_with_others) == ({0} if mode == "virtual" else set())  # copy: no source file to open
+
+
+def test_read_table_names_a_missing_source(copy):
+    cfg, out = copy
+    merge_shards(cfg, out, "virtual")
+    shard_path(out, 1).unlink()
+    with h5py.File(out / DATASET_FILE, "r") as f:
+        assert np.array_equal(read_table(f["status"], np.array([0, 1])), f["status"][:2])  # shard 0 only
+        with pytest.raises(DataError, match=r"dataset\.h5:/status: cannot open its source .*shard-00001\.h5"):
+            read_table(f["status"])
+
+
+def test_ic_reader_reads_the_index_once_per_file_and_the_rows_by_shard(copy, monkeypatch):
+    """The tokenize stage makes an ICReader per block: /operators/index is read once per process and file
+    (again once the file changes), and the IC rows in any order come back as HDF5 reads them."""
+    cfg, out = copy
+    merge_shards(cfg, out, "virtual")
+    path = out / DATASET_FILE
+    with h5py.File(path, "r") as f:
+        want, index = f["ics/fields"][()], f["operators/index"][()]
+    calls = []
+    real = icfields.read_table
+    monkeypatch.setattr(icfields, "read_table", lambda ds, *a: calls.append(ds.name) or real(ds, *a))
+    rows = np.array([11, 0, 5, 5, 4])
+    for _ in range(3):
+        reader = ICReader(path)
+        assert np.array_equal(reader.read(index[rows]), want[rows])
+        reader.close()
+        assert _shard_files_open() == 0
+    assert calls == ["/operators/index"] + ["/ics/fields"] * 3
+    merge_shards(cfg, out, "copy")  # a new file at the same path
+    reader = ICReader(path)
+    assert np.array_equal(reader.read(index[rows]), want[rows])
+    reader.close()
+    assert calls[4:] == ["/operators/index", "/ics/fields"]

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pytest
 from synthetic_run import make_run
 
+from spinlock.storage import rows as rows_mod
+from spinlock.storage.rows import read_table, table_blocks
 from spinlock.viz import rundata
 from spinlock.viz.report import features_section
-from spinlock.viz.rundata import RunData, read_rows
+from spinlock.viz.rundata import RunData
 
 
-def test_read_rows_reads_only_the_rows_in_blocks(tmp_path, monkeypatch):
-    monkeypatch.setattr(rundata, "READ_BLOCK_BYTES", 3 * 2 * 5 * 4)  # 3 rows of [2, 5] float32 per block
+def test_read_table_reads_only_the_rows_in_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(rows_mod, "READ_BLOCK_BYTES", 3 * 2 * 5 * 4)  # 3 rows of [2, 5] float32 per block
     data = np.arange(40 * 2 * 5, dtype=np.float32).reshape(40, 2, 5)
     with h5py.File(tmp_path / "x.h5", "w") as f:
         ds = f.create_dataset("x", data=data)
         for rows in ([0], [39], [1, 2, 3, 4, 17, 18, 39], list(range(40)), []):
-            assert np.array_equal(read_rows(ds, np.array(rows, np.int64)), data[rows])
-        assert np.array_equal(read_rows(ds, None), data)
+            assert np.array_equal(read_table(ds, np.array(rows, np.int64)), data[rows])
+            assert np.array_equal(read_table(ds, np.array(rows, np.int64), [1]), data[rows][:, [1]])
+        assert np.array_equal(read_table(ds, None), data)
+        assert [a for a, _ in table_blocks(ds)] == list(range(0, 40, 3))
+        monkeypatch.setattr(rows_mod, "READ_BLOCK_BYTES", 3 * 5 * 4)  # one column: 3 rows per block again
+        assert [(a, b.shape) for a, b in table_blocks(ds, [0])][-1] == (39, (1, 1, 5))
+        for bad in ([3, 1], [1, 1], [-1], [40]):
+            with pytest.raises(ValueError, match="sorted, unique"):
+                read_table(ds, np.array(bad))
 
 
 def test_plot_rows_are_a_bounded_deterministic_sample_of_the_ok_rows(tmp_path):

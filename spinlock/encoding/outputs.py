@@ -36,6 +36,7 @@ from spinlock.errors import DataError
 from spinlock.storage import dims
 from spinlock.storage.durable import durable_replace
 from spinlock.storage.layout import DATASET_FILE, TOKENIZER_DIGEST_ATTR, TOKENS_FILE
+from spinlock.storage.rows import read_table
 
 LEARNED_NAMES = [f"learned_{i:02d}" for i in range(IC_EMBEDDING_DIM)]
 WRITE_BLOCK_ROWS = 65_536
@@ -81,8 +82,8 @@ class TokenWriter:
         with h5py.File(self.h5_path, "r") as f:
             if "operators/index" not in f:
                 raise DataError(f"{self.h5_path}: missing /operators/index")
-            self.h5_index = np.asarray(f["operators/index"][()], np.int64)
-            status = np.asarray(f["status"][()]) if "status" in f else np.zeros(len(self.h5_index), np.int8)
+            self.h5_index = np.asarray(read_table(f["operators/index"]), np.int64)  # shard by shard
+            status = read_table(f["status"]) if "status" in f else np.zeros(len(self.h5_index), np.int8)
         self.converged = status == 0
         self.by_index = np.argsort(self.h5_index, kind="stable")
         self.seen = np.zeros(len(self.h5_index), bool)

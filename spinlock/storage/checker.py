@@ -21,6 +21,7 @@ from spinlock.config.loading import config_from_dict, config_hash
 from spinlock.errors import DataError
 from spinlock.storage import dims, zarrstore
 from spinlock.storage.remote import is_remote, local_copy
+from spinlock.storage.rows import read_table
 
 # path, shape symbols, dtype kind ("i8" etc. or "str"), required attrs, optional?
 SPEC: list[tuple[str, tuple[str, ...], str, tuple[str, ...], bool]] = [
@@ -162,10 +163,10 @@ def check_file(path: str | Path) -> list[str]:
         if zarr:
             problems += _check_zarr(f, Path(path), cfg)
         if not problems:
-            idx = f["operators/index"][()]
+            idx = read_table(f["operators/index"])
             if len(np.unique(idx)) != len(idx):
                 problems.append("operators/index has duplicates")
-            st = f["status"][()]
+            st = read_table(f["status"])
             bad = sorted(set(np.unique(st).tolist()) - set(VALID_STATUS))
             if bad:
                 problems.append(f"status has undefined codes {bad}")

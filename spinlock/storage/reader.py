@@ -45,6 +45,7 @@ from spinlock.features import census
 from spinlock.storage import zarrstore
 from spinlock.storage.layout import DATASET_FILE, FEATURE_FAMILIES, LEARNED_FAMILY, STATUS_FAULT, STATUS_NAMES
 from spinlock.storage.remote import is_remote, local_copy
+from spinlock.storage.rows import read_table, table_blocks
 
 if TYPE_CHECKING:
     from spinlock.encoding.layout import TokenLayout
@@ -222,16 +223,14 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-CENSUS_BLOCK_ROWS = 1 << 16
-
-
 def read_census(f: h5py.File) -> tuple[np.ndarray, list[str]]:
     """Census codes [N] int8 of a dataset or shard file and the notes on rules it cannot apply.
 
     Reads /status, the run's M (attr ``config``) and only the census columns of /features/summary, in
-    row blocks, so memory stays O(N) whatever the feature width.
+    row blocks and one shard file at a time (:func:`spinlock.storage.rows.read_table`), so memory stays
+    O(N) whatever the feature width and the number of shards.
     """
-    status = f["status"][()]
+    status = read_table(f["status"])
     sim = yaml.safe_load(f.attrs.get("config") or "{}").get("simulation", {})
     m = int(sim.get("realizations", 1))
     if "features/summary" not in f:
@@ -239,11 +238,7 @@ def read_census(f: h5py.File) -> tuple[np.ndarray, list[str]]:
     ds = f["features/summary"]
     names = [x.decode() if isinstance(x, bytes) else str(x) for x in ds.attrs["names"]]
     cols = sorted({names.index(c) for c in census.INPUTS if c in names})
-    block = np.empty((len(status), len(cols)), np.float32)
-    for a in range(0, len(status), CENSUS_BLOCK_ROWS):
-        b = min(a + CENSUS_BLOCK_ROWS, len(status))
-        if cols:
-            block[a:b] = ds[a:b, cols]
+    block = read_table(ds, cols=cols) if cols else np.zeros((len(status), 0), np.float32)
     codes = census.classify(block, [names[j] for j in cols], status, m)
     return codes, census.rule_notes(names, m)
 
@@ -272,7 +267,7 @@ def describe(path: str | Path) -> str:
             raise DataError(f"{p}: missing /operators/index")
         n = f["operators/index"].shape[0]
         lines.append(f"  operators: {n}")
-        st = Counter(f["status"][()].tolist())
+        st = Counter(read_table(f["status"]).tolist())
         faults = st.get(STATUS_FAULT, 0)
         # every defined status is listed, zeros included, so "fault 0" is a visible all-clear
         counts = [f"{name} {st.pop(code, 0)}" for code, name in sorted(STATUS_NAMES.items())]
@@ -308,8 +303,7 @@ def describe(path: str | Path) -> str:
             key = f"features/{fam}"
             if key in f:
                 ds = f[key]
-                vals = ds[()]
-                nan = float(np.isnan(vals).mean()) if vals.size else 0.0
+                nan = sum(int(np.isnan(v).sum()) for _, v in table_blocks(ds)) / max(ds.size, 1)
                 lines.append(f"  features/{fam}: {tuple(ds.shape)}, NaN fraction {nan:.3f}")
         if "tokens" in f:
             t = f["tokens"]

@@ -23,6 +23,7 @@ from matplotlib.patches import Patch
 
 from spinlock.features.census import CLASSES, CODE, NAMES
 from spinlock.rng import numpy_rng
+from spinlock.storage.rows import read_table
 from spinlock.viz.colors import FIELD_CMAP, apply_colormap, channels_to_rgb, robust_limits
 from spinlock.viz.rundata import RunData
 
@@ -38,6 +39,8 @@ CLASS_COLORS = {
 CONTINUOUS_BINS = 4
 MAX_LEVELS = 6
 """Integer parameters with more distinct values than this are binned like continuous ones."""
+PARAMETER_GROUP_BYTES = 64 << 20
+"""Parameter columns read at once (float64, each table): all 15 of the baseline up to ≈ 560K operators."""
 assert set(CLASS_COLORS) == set(NAMES)
 
 
@@ -55,7 +58,11 @@ def _fmt(v: float) -> str:
 
 
 def parameter_bins(f: h5py.File, specs: dict[str, Any]) -> list[ParameterBins]:
-    """Bins of every sampled parameter with more than one value; ``specs`` is the config's ``parameters``."""
+    """Bins of every sampled parameter with more than one value; ``specs`` is the config's ``parameters``.
+
+    The [N, P] tables are read a group of :data:`PARAMETER_GROUP_BYTES` columns at a time, so they are
+    never in memory whole and a merged run's shard files are opened once per group, not per parameter.
+    """
     if "parameters/values" not in f:
         return []
     ds = f["parameters/values"]
@@ -63,39 +70,45 @@ def parameter_bins(f: h5py.File, specs: dict[str, Any]) -> list[ParameterBins]:
     names = [x.decode() if isinstance(x, bytes) else str(x) for x in ds.attrs["names"]]
     raw = ds.attrs.get("choices", "{}")
     choices = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    group = max(1, PARAMETER_GROUP_BYTES // max(1, 8 * ds.shape[0]))
     out = []
-    for j, name in enumerate(names):
-        v = _column(ds, j)  # one parameter at a time: the [N, P] table is never in memory whole
-        finite = np.isfinite(v)
-        distinct = np.unique(v[finite])
-        if distinct.size < 2:
-            continue  # fixed parameter: nothing to break down
-        kind = (specs.get(name) or {}).get("type")
-        b = np.full(len(v), -1, np.int16)
-        if name in choices:
-            labels = [str(c) for c in choices[name]]
-            b[finite] = v[finite].astype(np.int64)
-        elif kind == "boolean":
-            labels = ["false", "true"]
-            b[finite] = (v[finite] > 0.5).astype(np.int64)
-        elif distinct.size <= MAX_LEVELS:
-            labels = [_fmt(x) for x in distinct]
-            b[finite] = np.searchsorted(distinct, v[finite])
-        else:
-            # quarters of the Sobol coordinate = equal bins on the parameter's own (linear/log) scale
-            u = _column(unit_ds, j) if unit_ds is not None else (np.argsort(np.argsort(v)) + 0.5) / len(v)
-            b[finite] = np.clip((u[finite] * CONTINUOUS_BINS).astype(np.int64), 0, CONTINUOUS_BINS - 1)
-            labels = []
-            for k in range(CONTINUOUS_BINS):
-                inside = v[b == k]
-                labels.append(f"{_fmt(inside.min())}–{_fmt(inside.max())}" if inside.size else "(empty)")
-        out.append(ParameterBins(name, labels, b))
+    for g in range(0, len(names), group):
+        cols = list(range(g, min(g + group, len(names))))
+        values = read_table(ds, cols=cols)
+        units = read_table(unit_ds, cols=cols) if unit_ds is not None else None
+        for k, j in enumerate(cols):
+            if (b := _bins(names[j], values[:, k], None if units is None else units[:, k], specs, choices)):
+                out.append(b)
     return out
 
 
-def _column(ds: h5py.Dataset, j: int, block: int = 1 << 16) -> np.ndarray:
-    """Column ``j`` of an [N, P] dataset, read in row blocks (a strided column read is slow in HDF5)."""
-    return np.concatenate([ds[a:a + block, j] for a in range(0, ds.shape[0], block)] or [np.zeros(0, ds.dtype)])
+def _bins(name: str, v: np.ndarray, u: np.ndarray | None, specs: dict[str, Any], choices: dict[str, list]
+          ) -> ParameterBins | None:
+    """The bins of one parameter's values ``v`` [N] (``u``: its Sobol coordinates), None when fixed."""
+    finite = np.isfinite(v)
+    distinct = np.unique(v[finite])
+    if distinct.size < 2:
+        return None  # fixed parameter: nothing to break down
+    kind = (specs.get(name) or {}).get("type")
+    b = np.full(len(v), -1, np.int16)
+    if name in choices:
+        labels = [str(c) for c in choices[name]]
+        b[finite] = v[finite].astype(np.int64)
+    elif kind == "boolean":
+        labels = ["false", "true"]
+        b[finite] = (v[finite] > 0.5).astype(np.int64)
+    elif distinct.size <= MAX_LEVELS:
+        labels = [_fmt(x) for x in distinct]
+        b[finite] = np.searchsorted(distinct, v[finite])
+    else:
+        # quarters of the Sobol coordinate = equal bins on the parameter's own (linear/log) scale
+        u = u if u is not None else (np.argsort(np.argsort(v)) + 0.5) / len(v)
+        b[finite] = np.clip((u[finite] * CONTINUOUS_BINS).astype(np.int64), 0, CONTINUOUS_BINS - 1)
+        labels = []
+        for k in range(CONTINUOUS_BINS):
+            inside = v[b == k]
+            labels.append(f"{_fmt(inside.min())}–{_fmt(inside.max())}" if inside.size else "(empty)")
+    return ParameterBins(name, labels, b)
 
 
 def mutual_information(codes: np.ndarray, b: np.ndarray) -> float:

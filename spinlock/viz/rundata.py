@@ -7,7 +7,8 @@ otherwise from :func:`spinlock.replay.replay_operator` (bit-identical re-run). T
 per call, never held, so a ``RunData`` is cheap and picklable.
 
 Driver memory stays bounded at any N: figures that show a distribution read a seeded sample of at most
-:data:`MAX_PLOT_OPERATORS` operators (:meth:`RunData.plot_rows`), in row blocks and only those rows;
+:data:`MAX_PLOT_OPERATORS` operators (:meth:`RunData.plot_rows`), in row blocks, only those rows and one
+shard file at a time (:func:`spinlock.storage.rows.read_table`);
 tokens, the one per-operator table read whole (selections and code counts need every operator), are held
 as int16 codes (int32 beyond 32 767 codes).
 """
@@ -39,31 +40,11 @@ from spinlock.storage.layout import (
     TOKENIZER_DIR,
 )
 from spinlock.storage.reader import dataset_file
+from spinlock.storage.rows import read_table, table_blocks
 from spinlock.storage.zarrstore import ZarrRows, open_trajectories
 
 MAX_PLOT_OPERATORS = 20_000
 """Most operators a distribution figure reads (histograms, correlations, temporal bands, embeddings)."""
-READ_BLOCK_BYTES = 32 << 20
-"""Rows of a per-operator dataset are read in blocks of about this size (:func:`read_rows`)."""
-
-
-def read_rows(ds: h5py.Dataset, rows: np.ndarray | None) -> np.ndarray:
-    """``ds[rows]`` for sorted, unique ``rows`` (``None``: all) without reading more than one block of
-    the other rows at a time: contiguous blocks of about :data:`READ_BLOCK_BYTES`, skipped when no row
-    falls in them (h5py's fancy indexing is slow for long lists)."""
-    if rows is None:
-        return ds[()]
-    rows = np.asarray(rows, np.int64)
-    out = np.empty((rows.size, *ds.shape[1:]), ds.dtype)
-    row_bytes = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
-    block = max(1, READ_BLOCK_BYTES // row_bytes)
-    lo = 0
-    while lo < rows.size:
-        a = int(rows[lo])
-        hi = int(np.searchsorted(rows, a + block))
-        out[lo:hi] = ds[a:a + block][rows[lo:hi] - a] if hi - lo > 1 else ds[a:a + 1]
-        lo = hi
-    return out
 
 
 def sample_note(shown: int, total: int, what: str = "ok operators") -> str:
@@ -153,8 +134,8 @@ class RunData:
         self.dataset_path = dataset_file(path)  # a URI: the run's files mirrored to the node's cache
         self.out_dir = self.dataset_path.parent
         with self._open() as f:
-            self.operator_index = np.asarray(f["operators/index"][()], dtype=np.int64)
-            self.status = np.asarray(f["status"][()], dtype=np.int64) if "status" in f else None
+            self.operator_index = np.asarray(read_table(f["operators/index"]), dtype=np.int64)
+            self.status = np.asarray(read_table(f["status"]), dtype=np.int64) if "status" in f else None
             self.ic_shape = tuple(int(s) for s in f["ics/fields"].shape[1:]) if "ics/fields" in f else None
             self.seed = int(f.attrs.get("seed", 0))
             self._config_attr = f.attrs.get("config")
@@ -286,7 +267,7 @@ class RunData:
                 return None
             ds = f[f"features/{family}"]
             names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
-            values = np.asarray(read_rows(ds, rows), dtype=np.float32)
+            values = np.asarray(read_table(ds, rows), dtype=np.float32)
         if len(names) != values.shape[-1]:
             raise DataError(f"/features/{family}: {len(names)} names for {values.shape[-1]} columns")
         return FeatureTable(family, values, names)
@@ -299,7 +280,7 @@ class RunData:
                 return None
             ds = f[f"features/{TEMPORAL_FAMILY}"]
             names = [str(n) for n in _json_attr(ds.attrs.get("names", []))]
-            values = np.asarray(read_rows(ds, rows), dtype=np.float32)
+            values = np.asarray(read_table(ds, rows), dtype=np.float32)
             if "steps" in ds.attrs:
                 steps = np.asarray(ds.attrs["steps"], dtype=np.int64)
             else:
@@ -322,12 +303,10 @@ class RunData:
             codes = np.full((ds.shape[0], len(streams), LEVELS), -1, np.int32 if big else np.int16)
             if ds.ndim != 2 or ds.shape[1] != len(layout.positions):
                 layout.check(np.zeros((0, *ds.shape[1:]), np.int32), f"{self.dataset_path}:/tokens")
-            block = max(1, READ_BLOCK_BYTES // max(1, 4 * ds.shape[1]))
-            for a in range(0, ds.shape[0], block):
-                flat = ds[a:a + block]
+            for a, flat in table_blocks(ds):
                 layout.check(flat, f"{self.dataset_path}:/tokens")
                 for j, p in enumerate(layout.positions):
-                    codes[a:a + block, streams.index(p.stream), p.level - 1] = flat[:, j]
+                    codes[a:a + len(flat), streams.index(p.stream), p.level - 1] = flat[:, j]
         return Tokens(codes, streams)
 
     @property
