@@ -43,9 +43,9 @@ class RowSource:
 def row_sources(ds: h5py.Dataset) -> list[RowSource]:
     """The sources of ``ds``'s rows in row order; DataError for a virtual mapping that is not a block of
     whole rows (the merge writes only those) or rows that no source covers."""
-    n = int(ds.shape[0]) if ds.ndim else 0
-    if not ds.is_virtual:
-        return [RowSource(0, n, None, ds.name)]
+    n = int(ds.shape[0]) if len(ds.shape) else 0
+    if not isinstance(ds, h5py.Dataset) or not ds.is_virtual:  # e.g. zarr trajectories (ZarrRows): one source
+        return [RowSource(0, n, None, getattr(ds, "name", ""))]
     home = Path(ds.file.filename).parent
     tail = tuple(int(s) for s in ds.shape[1:])
     out = []
