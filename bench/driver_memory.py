@@ -14,14 +14,16 @@ Usage::
     PYTHONPATH=. python bench/driver_memory.py RUN_DIR [RUN_DIR ...] [--stages encode report visualize]
         [--plot-limit K]
 
-``--plot-limit K`` sets ``spinlock.viz.rundata.MAX_PLOT_OPERATORS`` (default 20 000) in the children, so
-small runs show how report and visualize behave above the figures' sample size.
+``--plot-limit K`` sets ``spinlock.viz.rundata.MAX_PLOT_OPERATORS`` (default 20 000) and the rows of the
+report's frontier (``run_frontier``'s ``max_rows``, default 20 000) in the children, so small runs show how
+report and visualize behave above the sizes of their samples.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -46,7 +48,10 @@ def _stage(stage: str, run: str, result: str, plot_limit: int | None) -> None:
     from spinlock.viz.report import write_report
 
     if plot_limit is not None:
+        from spinlock.encoding import frontier
+
         rundata.MAX_PLOT_OPERATORS = plot_limit
+        frontier.run_frontier = functools.partial(frontier.run_frontier, max_rows=plot_limit)
     with h5py.File(Path(run, "dataset.h5"), "r") as f:
         n = int(f["operators/index"].shape[0])
     if stage == "encode":

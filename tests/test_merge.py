@@ -266,3 +266,17 @@ def test_ic_reader_reads_the_index_once_per_file_and_the_rows_by_shard(copy, mon
     assert np.array_equal(reader.read(index[rows]), want[rows])
     reader.close()
     assert calls[4:] == ["/operators/index", "/ics/fields"]
+
+
+def test_virtual_mappings_are_listed_once_per_file_version(copy, monkeypatch):
+    """Listing the mappings costs O(shards): a reader per block must not pay it per block."""
+    cfg, out = copy
+    listed = []
+    real = h5py.Dataset.virtual_sources
+    monkeypatch.setattr(h5py.Dataset, "virtual_sources", lambda ds: listed.append(ds.name) or real(ds))
+    for _ in range(2):  # a new merge (a new file at the same path) is listed again
+        merge_shards(cfg, out, "virtual")
+        for _ in range(3):
+            with h5py.File(out / DATASET_FILE, "r") as f:
+                assert np.array_equal(read_table(f["status"], np.array([1, 9])), f["status"][[1, 9]])
+    assert listed == ["/status", "/status"]
