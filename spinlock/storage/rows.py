@@ -58,6 +58,10 @@ def _identity(f: h5py.File) -> tuple[int, ...] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def _name(ds: h5py.Dataset) -> str:
+    return getattr(ds, "name", None) or getattr(ds, "location", "the array")
+
+
 def row_sources(ds: h5py.Dataset) -> tuple[list[RowSource], np.ndarray]:
     """The sources of ``ds``'s rows in row order and their first rows [S]; DataError for a virtual mapping
     that is not a block of whole rows (the merge writes only those) or rows that no source covers.
@@ -66,9 +70,8 @@ def row_sources(ds: h5py.Dataset) -> tuple[list[RowSource], np.ndarray]:
     reads one shard's rows per block, so they are kept per process for the last :data:`_SOURCES_KEPT`
     datasets read, while their file is unchanged.
     """
-    if not isinstance(ds, h5py.Dataset) or not ds.is_virtual:  # e.g. zarr trajectories (ZarrRows): one source
-        n = int(ds.shape[0]) if len(ds.shape) else 0
-        return [RowSource(0, n, None, getattr(ds, "name", ""))], np.zeros(1, np.int64)
+    if not getattr(ds, "is_virtual", False):  # also a ZarrRows (zarr trajectories): one source
+        return [RowSource(0, int(ds.shape[0]) if ds.ndim else 0, None, _name(ds))], np.zeros(1, np.int64)
     key, identity = (ds.file.filename, ds.name), _identity(ds.file)
     if (known := _SOURCES.get(key)) is not None and known[0] == identity:
         return known[1], known[2]
@@ -146,7 +149,7 @@ def _columns(ds: h5py.Dataset, cols: Sequence[int] | None) -> list[int] | None:
     out = [int(c) for c in cols]
     increasing = all(b > a for a, b in zip(out, out[1:], strict=False))
     if ds.ndim < 2 or not increasing or (out and not 0 <= out[0] <= out[-1] < ds.shape[1]):
-        raise ValueError(f"columns {out[:8]} of {ds.name} {ds.shape}: expected increasing indices of axis 1")
+        raise ValueError(f"columns {out[:8]} of {_name(ds)} {ds.shape}: expected increasing indices of axis 1")
     return out
 
 
@@ -169,10 +172,11 @@ def table_blocks(ds: h5py.Dataset, cols: Sequence[int] | None = None) -> Iterato
 
 def read_table(ds: h5py.Dataset, rows: np.ndarray | None = None, cols: Sequence[int] | None = None
                ) -> np.ndarray:
-    """``ds[rows][:, cols]``: all rows (``rows=None``) or sorted, unique ``rows``; ``cols`` increasing
-    indices into axis 1 (``None``: all). Source files are opened one at a time, and only those holding a
-    requested row; within a source, only blocks of about :data:`READ_BLOCK_BYTES` that hold a requested row
-    are read (h5py's fancy indexing is slow for long lists)."""
+    """``ds[rows][:, cols]`` of an h5py dataset (or the ``ZarrRows`` of zarr trajectories): all rows
+    (``rows=None``) or sorted, unique ``rows``; ``cols`` increasing indices into axis 1 (``None``: all).
+    Source files are opened one at a time, and only those holding a requested row; within a source, only
+    blocks of about :data:`READ_BLOCK_BYTES` that hold a requested row are read (h5py's fancy indexing is
+    slow for long lists)."""
     cols = _columns(ds, cols)
     tail = tuple(ds.shape[1:]) if cols is None else (len(cols), *ds.shape[2:])
     if rows is None:
@@ -182,7 +186,7 @@ def read_table(ds: h5py.Dataset, rows: np.ndarray | None = None, cols: Sequence[
         return out
     rows = np.asarray(rows, np.int64)
     if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= ds.shape[0]):
-        raise ValueError(f"rows of {ds.name} must be sorted, unique and in 0..{ds.shape[0] - 1}")
+        raise ValueError(f"rows of {_name(ds)} must be sorted, unique and in 0..{ds.shape[0] - 1}")
     out = np.empty((rows.size, *tail), ds.dtype)
     sel = () if cols is None else (cols,)
     block = _block_rows(ds, cols)
