@@ -29,10 +29,10 @@ pytestmark = pytest.mark.ray
 TINY = {
     "validation_fraction": 0.2,
     "categories": {"min_categories": 2, "max_categories": 10},
-    # code_resolution 2: the planted groups resolve into few cells, so their streams are planned [k, 1, 1];
-    # streams 6: one stream per planted group
+    # code_resolution 2: the planted groups resolve into few cells, so most are discrete: one token, their
+    # other levels one code (not positions)
     "model": {"latent_dim": 8, "hidden_dim": 32, "ic_resolution": 8, "codebook_sizes": [8, 16, 16],
-              "code_resolution": 2.0, "streams": 6},
+              "code_resolution": 2.0, "tokens": [8, 16, 24], "components_per_level": [4, 2, 2]},
     # checkpoint_seconds 0: a checkpoint every epoch, so the fault at epoch 1 resumes from epoch 0
     "training": {"epochs": 3, "batch_size": 32, "max_failures": 1, "num_workers": 1, "checkpoint_seconds": 0},
 }
