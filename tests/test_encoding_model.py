@@ -150,6 +150,17 @@ def test_levels_quantize_growing_prefixes_of_the_pca_code():
     with pytest.raises(ValueError, match="level_components"):
         ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, level_components=(0, 1, 1))
     assert ModelSpec.from_json(spec.to_json()) == spec
+    # a second stream with a fine token only: its level-3 dimension takes the next component (3), after
+    # the coarse, medium and fine components of stream 0 (0, 1, 2)
+    x5 = torch.randn(600, 5, generator=g) * torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    two = ModelSpec(((0, 1, 2, 3, 4),), 5, 0, 0, 0, 8, latent_dim=3, hidden_dim=16, codebook_sizes=(8, 8, 8),
+                    category_streams=(2,), encoder_codebook_sizes=((8, 8, 8), (1, 1, 8)), level_components=(1, 1, 1))
+    model = build_model(two, 0)
+    with torch.no_grad():
+        model.initialize_codebooks(x5, None, None)
+    rows = model.category_linear[0].weight.abs()  # [2 streams x 3 dims, 5 features]
+    assert torch.allclose(rows[:3], torch.eye(5)[:3], atol=0.1) and torch.allclose(rows[5], torch.eye(5)[3], atol=0.1)
+    assert not rows[3:5].any()  # stream 1 has no coarse or medium token, so no components there
 
 
 def test_kmeans_finds_planted_clusters():
