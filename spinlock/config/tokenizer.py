@@ -68,8 +68,9 @@ class ModelConfig(Strict):
     distinguishable; an encoder with few effective inputs gets that many codes over its three levels."""
     tokens: tuple[int, int, int] = (24, 48, 96)
     """Informative tokens per operator at the coarse, +medium and full prefix of the levels (temporal and
-    IC streams included: one temporal token per level, one coarse IC token). The categories' tokens go,
-    level by level, where their codes explain most variance (docs/tokenizer.md, "Token streams")."""
+    IC streams included: one temporal token per level and one coarse IC token are always emitted). The
+    categories' tokens go, level by level, where their codes explain most variance (docs/tokenizer.md,
+    "Token streams"); fewer when the data run out of components."""
     components_per_level: tuple[int, int, int] = (4, 2, 3)
     """Principal components of its category that each level of a stream adds (coarse, medium, fine):
     level l quantizes what the coarser levels left of theirs plus its own new ones. The unit of the
