@@ -79,11 +79,13 @@ def quality_table(summary: dict) -> list[str]:
               f" {sum(tok['single_code_books'])}; other levels dropped by the fit: "
               f"{len(tok['dropped']) - sum(tok['single_code_books'])}; constant over the operators:"
               f" {len(tok['constant_positions'])})."]
-    small = {n: k for n, k in summary["encoder_codebook_sizes"].items() if k != levels}
-    if small:
-        eff = summary["codebook_plan"]["effective_inputs"]
-        lines += ["", "Streams with few distinguishable inputs (K per level; effective inputs): "
-                  + ", ".join(f"{n} {k} ({eff[n]:.0f})" for n, k in small.items()) + "."]
+    plan = summary["codebook_plan"]
+    lines += ["", "Category tokens per level (coarse / medium / fine): "
+              + ", ".join(f"{n} {'/'.join(map(str, t))}" for n, t in plan["category_tokens"].items()) + "."]
+    discrete = {n: e for n, e in plan["effective_inputs"].items() if e is not None and e <= levels[0]}
+    if discrete:
+        lines += ["", "Discrete categories (one token; effective inputs): "
+                  + ", ".join(f"{n} ({e:.0f})" for n, e in discrete.items()) + "."]
     return lines
 
 

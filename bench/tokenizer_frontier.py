@@ -2,10 +2,10 @@
 trained tokenizer and for linear baselines on the same cleaned features and the same split.
 
     PYTHONPATH=. python bench/tokenizer_frontier.py --run /tmp/tok4k --out /tmp/frontier
-    PYTHONPATH=. python bench/tokenizer_frontier.py --run /tmp/tok4k --variant /tmp/tok4k-cps3 --out /tmp/frontier
+    PYTHONPATH=. python bench/tokenizer_frontier.py --run /tmp/tok4k --variant /tmp/tok4k-96 --out /tmp/frontier
 
 ``--run`` is a tokenized run (``spinlock tokenize``); each ``--variant`` is a copy of the same run
-tokenized with another tokenizer config (e.g. another ``tokenizer.model.components_per_stream``). Its
+tokenized with another tokenizer config (e.g. another ``tokenizer.model.tokens``). Its
 cleaning transform must equal the run's (same names kept, same split), so every point is measured on
 the same rows and columns.
 
@@ -196,8 +196,9 @@ def tables(result: dict) -> list[str]:
 
 def setting_label(t: dict) -> str:
     """A tokenizer's model settings that set its size (the keys its config has)."""
-    keys = ("streams", "components_per_stream", "latent_dim")
-    return ", ".join(f"{k} {t['model'][k]}" for k in keys if k in t["model"])
+    keys = ("tokens", "streams", "components_per_level", "latent_dim")  # "streams": tokenizers of format 4
+    return ", ".join(f"{k} {'/'.join(map(str, v)) if isinstance(v, list) else v}" for k in keys
+                     if (v := t["model"].get(k)) is not None)
 
 
 def interpolate(points: list[tuple[float, float]], x: float) -> float:

@@ -1,5 +1,5 @@
-"""Codebook sizing and maintenance rules of the VQ-VAE (no Ray): level caps, per-encoder sizes from the
-effective number of inputs, step-relative dead-code thresholds, the cosine schedule, health metrics."""
+"""Codebook sizing and maintenance rules of the VQ-VAE (no Ray): level caps, the effective number of inputs,
+step-relative dead-code thresholds, the cosine schedule, health metrics."""
 
 from __future__ import annotations
 
@@ -11,12 +11,7 @@ import torch
 
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.metrics import codebook_health, token_health
-from spinlock.encoding.model import (
-    ModelSpec,
-    effective_inputs,
-    encoder_codebook_sizes,
-    scale_codebook_sizes,
-)
+from spinlock.encoding.model import ModelSpec, effective_inputs, scale_codebook_sizes
 from spinlock.encoding.training import TrainSettings, build_model, epoch_learning_rate, train_model
 
 
@@ -39,20 +34,6 @@ def test_effective_inputs():
     assert 60 < effective_inputs(uniform, 0.05) <= 68
     wide = rng.normal(size=(3000, 20))  # high-dimensional: every row its own cell
     assert effective_inputs(wide, 0.05) == pytest.approx(3000)
-
-
-def test_encoder_sizes_follow_effective_inputs():
-    levels = (128, 256, 256)
-    sizes = encoder_codebook_sizes(levels, [3.0, 67.2, 140.0, 300.0, 3000.0, None], init_rows=3445,
-                                   rows_per_code=8)
-    assert sizes == (
-        (3, 1, 1),            # discrete: level 1 resolves it, finer levels get one code
-        (68, 1, 1),           # one continuous feature at resolution 0.05
-        (128, 2, 1),          # 140 cells: level 1 is full, level 2 splits each code in two
-        (128, 3, 1),
-        levels,               # > 3445 / 8: high-dimensional, residuals carry variance
-        levels,               # not measured (temporal, ic)
-    )
 
 
 def test_spec_validates_and_round_trips_encoder_sizes():
@@ -85,6 +66,12 @@ def test_dead_code_thresholds_are_relative_to_the_step():
     model.initialize_codebooks(x, None, None, step_rows=32)
     for b in (layer._codebook for layer in model.quantizers[0].layers):
         assert float(b.cluster_size.sum()) == pytest.approx(32.0, rel=1e-4)
+    # PCA-initialised category streams replace no codes; the IC stream (random initialisation) does
+    pca = build_model(ModelSpec(((0, 1, 2, 3),), 4, 0, 0, 2, 8, latent_dim=4, hidden_dim=16, codebook_sizes=(4, 8, 16),
+                                dead_code_threshold=0.5, level_components=(2, 1, 1)), 0)
+    pca.set_step_rows(64)
+    assert [[layer._codebook.threshold_ema_dead_code for layer in q.layers] for q in pca.quantizers] == [
+        [0.0, 0.0, 0.0], [8.0, 4.0, 2.0]]
 
 
 def test_cosine_schedule():

@@ -20,7 +20,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         spec = ModelSpec((tuple(range(5)), tuple(range(5, 10))), 10, 0, 0, 0, 8, latent_dim=4, hidden_dim=16,
                          codebook_sizes=(4, 8, 8), encoder_names=("a", "b"), dead_code_threshold=1.0,
-                         pca_components=2)  # each rank's PCA differs: rank 0's initialisation must be broadcast
+                         level_components=(2, 1, 1))  # each rank's PCA and k-means differ: rank 0's are broadcast
         model = build_model(spec, 0)
         assert all(layer._codebook.use_ddp for q in model.quantizers for layer in q.layers)
         # no buffer broadcast: equal codebooks can only come from the quantizers' own all-reduce

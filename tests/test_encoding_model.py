@@ -14,12 +14,19 @@ from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.metrics import evaluate
-from spinlock.encoding.model import LEVELS, ModelSpec, scale_codebook_sizes, stream_names
-from spinlock.encoding.rates import allocate_streams, plan_streams
+from spinlock.encoding.model import LEVELS, ModelSpec, kmeans, scale_codebook_sizes, stream_names
+from spinlock.encoding.rates import allocate_tokens, band_components, stream_sizes, tokens_per_category
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import prepare_inputs
-from spinlock.encoding.training import TrainSettings, TrainState, build_model, train_model, validation_score
+from spinlock.encoding.training import (
+    SCALAR_PATH,
+    TrainSettings,
+    TrainState,
+    build_model,
+    train_model,
+    validation_score,
+)
 
 SEED = 5
 
@@ -94,28 +101,85 @@ def test_decoding_codes_equals_the_eval_forward(data):
         assert len(counts) == size and counts.sum() == idx.shape[0] * idx.shape[1]
 
 
-def test_streams_go_to_the_categories_whose_next_components_hold_most_variance():
-    """Every category keeps one stream; each further stream goes to the largest next group of
-    components (A's second group holds 20, B's 12, A's third 4); no category gets more streams than
-    it has groups of components."""
-    v = [np.array([10.0] * 4 + [5.0] * 4 + [1.0] * 4), np.array([8.0] * 4 + [6.0] * 2), np.array([0.1])]
-    assert allocate_streams(v, 2, 4) == [1, 1, 1]
-    assert allocate_streams(v, 4, 4) == [2, 1, 1]
-    assert allocate_streams(v, 5, 4) == [2, 2, 1]
-    assert allocate_streams(v, 6, 4) == [3, 2, 1]
-    assert allocate_streams(v, 50, 4) == [3, 2, 1]
+SPECTRA = [np.array([10.0] * 4 + [5.0] * 4 + [1.0] * 4), np.array([8.0] * 4 + [6.0] * 2), np.array([0.1])]
 
 
-def test_plan_streams_reads_the_variance_of_each_category():
-    """A rank-12 category of large variance gets the extra streams, a rank-2 one of small variance none."""
-    rng = np.random.default_rng(0)
-    wide = rng.standard_normal((500, 12)) @ np.linalg.qr(rng.standard_normal((30, 12)))[0].T * 3.0
-    narrow = rng.standard_normal((500, 2)) @ np.linalg.qr(rng.standard_normal((5, 2)))[0].T
-    x = np.concatenate([wide, narrow], axis=1)
-    cols = [tuple(range(30)), tuple(range(30, 35))]
-    assert plan_streams(x, cols, 4, 4) == [3, 1]
-    assert plan_streams(x, cols, 4, 6) == [2, 1]
-    assert plan_streams(None, cols, 4, 4) == [1, 1]
+def test_tokens_go_where_their_codes_explain_most_variance():
+    """Level by level, each token goes to the category whose next token there explains most: a 256-code
+    token over 4 equal components leaves 2^(-16/4) = 1/16 of them, so A's first coarse token explains
+    40·15/16 = 37.5, B's 30, A's second 18.75; A's first medium token refines its coarse code (2.5 left)
+    and adds components 4-7 (20): ~20.1, more than B's (2 left + 12 new, 2-D: 13.8)."""
+    sizes, per_level = (256, 256, 256), (4, 4, 4)
+    assert allocate_tokens(SPECTRA, (2, 1, 0), per_level, sizes, [None] * 3) == [[1, 1, 0], [1, 0, 0], [0, 0, 0]]
+    assert allocate_tokens(SPECTRA, (3, 0, 0), per_level, sizes, [None] * 3) == [[2, 0, 0], [1, 0, 0], [0, 0, 0]]
+    # a discrete category (3 values, variance 3) is explained by one token, taken where it ranks: after A's
+    # three coarse tokens (37.5, 18.75, 3.75) and B's two (30, 11.95), so at level 2 here, and only once
+    discrete = [SPECTRA[0], SPECTRA[1], np.array([3.0, 0.0])]
+    assert allocate_tokens(discrete, (5, 9, 0), per_level, sizes, [None, None, 3.0]) == [[3, 3, 0], [2, 2, 0],
+                                                                                         [0, 1, 0]]
+    # the budget is not spent on components without variance
+    assert allocate_tokens(SPECTRA, (50, 0, 0), per_level, sizes, [None] * 3) == [[3, 0, 0], [2, 0, 0], [1, 0, 0]]
+
+
+def test_band_components_follow_the_coarser_levels_tokens():
+    """Level l's tokens take p_l components each, after those of the coarser levels' tokens; a stream
+    without a token at a level adds none there."""
+    bands = [band_components((2, 1, 3), j, (4, 2, 3), 17) for j in range(3)]
+    assert bands == [[[0, 1, 2, 3], [8, 9], [10, 11, 12]],
+                     [[4, 5, 6, 7], [], [13, 14, 15]],
+                     [[], [], [16]]]  # components 17 and 18 do not exist
+    assert tokens_per_category([(256, 256, 256), (256, 1, 256), (1, 1, 256), (3, 1, 1)], (3, 1)) == [[2, 1, 3],
+                                                                                                      [1, 0, 0]]
+    assert stream_sizes([2, 1, 3], (128, 256, 256), None) == [(128, 256, 256), (128, 1, 256), (1, 1, 256)]
+    assert stream_sizes([0, 1, 0], (128, 256, 256), 2.6) == [(1, 3, 1)]  # a discrete category's one token
+    assert stream_sizes([0, 0, 0], (128, 256, 256), None) == [(1, 1, 1)]
+
+
+def test_levels_quantize_growing_prefixes_of_the_pca_code():
+    """Three features of standard deviation 3, 2, 1 (their own principal axes): level l of the one stream
+    adds component l (latent dimension l - 1), codes are zero beyond a level's width, and every level
+    lowers the error."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 3, generator=g) * torch.tensor([3.0, 2.0, 1.0])
+    spec = ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, hidden_dim=16, codebook_sizes=(8, 8, 8),
+                     level_components=(1, 1, 1))
+    assert spec.level_widths == (1, 2, 3)
+    model = build_model(spec, 0)
+    with torch.no_grad():
+        model.initialize_codebooks(x, None, None)
+    assert torch.allclose(model.category_linear[0].weight.abs(), torch.eye(3), atol=0.05)
+    idx, _ = model.encode(x, None, None)
+    codes = model.quantizers[0].codes(idx[:, 0])  # [3, B, 3]
+    assert not codes[0][:, 1:].any() and not codes[1][:, 2:].any() and codes[2][:, 2].any()
+    errors = [float(torch.mean((model.decode_indices(idx, lv)[0] - x) ** 2)) for lv in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2], errors
+    assert errors[0] < 2.0  # components 2 and 3 not coded yet: (4 + 1) / 3; 8 codes leave little of the first
+    with pytest.raises(ValueError, match="level_components"):
+        ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, level_components=(2, 1, 1))  # 4 > latent_dim
+    with pytest.raises(ValueError, match="level_components"):
+        ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, level_components=(0, 1, 1))
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    # a second stream with a fine token only: its level-3 dimension takes the next component (3), after
+    # the coarse, medium and fine components of stream 0 (0, 1, 2)
+    x5 = torch.randn(600, 5, generator=g) * torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+    two = ModelSpec(((0, 1, 2, 3, 4),), 5, 0, 0, 0, 8, latent_dim=3, hidden_dim=16, codebook_sizes=(8, 8, 8),
+                    category_streams=(2,), encoder_codebook_sizes=((8, 8, 8), (1, 1, 8)), level_components=(1, 1, 1))
+    model = build_model(two, 0)
+    with torch.no_grad():
+        model.initialize_codebooks(x5, None, None)
+    rows = model.category_linear[0].weight.abs()  # [2 streams x 3 dims, 5 features]
+    assert torch.allclose(rows[:3], torch.eye(5)[:3], atol=0.1) and torch.allclose(rows[5], torch.eye(5)[3], atol=0.1)
+    assert not rows[3:5].any()  # stream 1 has no coarse or medium token, so no components there
+
+
+def test_kmeans_finds_planted_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    x = centers.repeat(100, 1) + 0.1 * torch.randn(400, 2, generator=g)
+    torch.manual_seed(0)
+    means, counts = kmeans(x, 4, iters=5)
+    found = means[torch.argsort(means[:, 0] * 100 + means[:, 1])]
+    assert torch.allclose(found, centers[[0, 2, 1, 3]], atol=0.05) and counts.tolist() == [100.0] * 4
 
 
 def test_a_category_with_several_streams_emits_one_token_triple_per_stream(data):
@@ -203,6 +267,19 @@ def test_codebook_size_rule():
     assert scale_codebook_sizes((128, 256, 512), 4096) == (128, 256, 512)
     assert scale_codebook_sizes((128, 256, 512), 600) == (64, 64, 64)
     assert scale_codebook_sizes((128, 256, 512), 3) == (2, 2, 2)
+
+
+def test_scalar_path_trains_at_its_own_rate(data):
+    """The category encoders and the scalar head take ``scalar_lr_scale`` times the epoch's rate."""
+    train, val, spec = data
+    model = build_model(spec, SEED)
+    settings = TrainSettings(epochs=1, learning_rate=1e-3, weight_decay=0.0, temporal_weight=1.0, ic_weight=0.5,
+                             kmeans_init_rows=512, seed=SEED, scalar_lr_scale=0.25)
+    state = train_model(model, settings, _batches(train), None)
+    groups = state.optimizer_state["param_groups"]
+    assert sorted((g["lr"], g["lr_scale"]) for g in groups) == [(2.5e-4, 0.25), (1e-3, 1.0)]
+    scalar = [n for n, _ in model.named_parameters() if n.startswith(SCALAR_PATH)]
+    assert len(next(g for g in groups if g["lr_scale"] == 0.25)["params"]) == len(scalar) > 0
 
 
 def test_epoch_line_reports_loss_and_validation_per_level():

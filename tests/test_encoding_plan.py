@@ -33,27 +33,45 @@ def test_plan_sizes_streams_and_codebooks_to_the_sample():
                             ic_channels=3, ic_resolution=8)
     # 3000 rows / 8 per code = 375 -> levels capped at 256 (the configured 256 each)
     assert spec.codebook_sizes == (256, 256, 256)
-    # 24 streams by variance, 4 components each: the wide category's 12 components fill 3 streams, the
-    # one-component categories keep their one; the budget is not spent on components without variance
+    # tokens 24 / 48 / 96: temporal takes one per level, ic one coarse, so the categories may take 22 / 23 / 47.
+    # The wide category's 12 components fill three coarse tokens of 4; then there is nothing new, and
+    # its finer tokens refine those three streams; each discrete category is explained by one coarse token,
+    # and the budget is not spent on codes that explain nothing
+    assert plan["category_tokens"] == {"c00_cont": [1, 0, 0], "c01_wide": [3, 3, 3], "c02_discrete": [1, 0, 0]}
     assert spec.category_streams == (1, 3, 1)
     assert spec.encoder_names == ("c00_cont", "c01_wide.0", "c01_wide.1", "c01_wide.2", "c02_discrete", "temporal",
                                   "ic")
     levels = (256, 256, 256)
-    # 30 and 3 distinguishable inputs: level 1 resolves them, finer levels get one code
-    assert spec.encoder_codebook_sizes == ((30, 1, 1), levels, levels, levels, (3, 1, 1), levels, levels)
+    # 30 and 3 distinguishable inputs: one token of that many codes; the IC stream has one coarse token
+    assert spec.encoder_codebook_sizes == ((30, 1, 1), levels, levels, levels, (3, 1, 1), levels, (256, 1, 1))
+    assert spec.level_components == (4, 2, 3) and spec.level_widths == (7, 9, 12)
     assert (spec.n_features, spec.temporal_features, spec.temporal_length) == (14, 2, 16)
     assert (spec.ic_channels, spec.ic_resolution) == (3, 8)
     assert spec.category_columns == ((0,), tuple(range(1, 13)), (13,))
     assert plan == {"configured": [256, 256, 256], "init_rows": 3000, "rows_per_code": 8, "code_resolution": 0.05,
-                    "streams": 24, "components_per_stream": 4,
+                    "tokens": [24, 48, 96], "components_per_level": [4, 2, 3],
+                    "category_tokens": {"c00_cont": [1, 0, 0], "c01_wide": [3, 3, 3], "c02_discrete": [1, 0, 0]},
                     "category_streams": {"c00_cont": 1, "c01_wide": 3, "c02_discrete": 1},
-                    "effective_inputs": {"c00_cont": 30.0, "c01_wide.0": None, "c01_wide.1": None,
-                                         "c01_wide.2": None,
-                                         "c02_discrete": 3.0, "temporal": None, "ic": None}}
+                    "effective_inputs": {"c00_cont": 30.0, "c01_wide": 3000.0, "c02_discrete": 3.0}}
     msg = codebook_message(spec, plan)
     assert "[256, 256, 256] codes per level;" in msg  # not scaled down: no "configured" note
-    assert "c00_cont [30, 1, 1] (~30 inputs), c02_discrete [3, 1, 1] (~3 inputs)" in msg
-    assert "(4 levels with one code" in msg and "c01_wide x3" in msg
+    assert "categories' per level [5, 3, 3]" in msg and "c01_wide 3/3/3" in msg
+    assert "one token (resolution 0.05): c00_cont (~30 inputs), c02_discrete (~3 inputs); 7 token streams" in msg
+
+
+def test_plan_spends_the_token_budget_of_each_prefix():
+    """A category of 40 components of falling variance takes every category token the budget leaves; the
+    budget is per prefix (coarse, +medium, all), temporal and IC tokens included."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2000, 40)) * np.linspace(3.0, 0.5, 40)
+    cats = [DiscoveredCategory("c00_wide", tuple(f"summary.w{j}" for j in range(40)), tuple(range(40)))]
+    spec, plan = plan_model(ModelConfig(tokens=(5, 9, 15)), cats, x, temporal_features=2, temporal_length=16,
+                            ic_channels=3, ic_resolution=8)
+    assert plan["category_tokens"] == {"c00_wide": [3, 3, 5]}  # 5 - 2, 4 - 1, 6 - 1
+    positions = np.array(spec.encoder_codebook_sizes) > 1
+    assert [int(positions[:, :lv + 1].sum()) for lv in range(3)] == [5, 9, 15]
+    # five streams: two start at level 3 with that level's next components
+    assert spec.encoder_codebook_sizes[:5] == ((128, 128, 128),) * 3 + ((1, 1, 128),) * 2  # 2000 rows: K 128
 
 
 def test_plan_without_temporal_curves_or_rows():
@@ -61,7 +79,7 @@ def test_plan_without_temporal_curves_or_rows():
                             temporal_length=16, ic_channels=3, ic_resolution=8)
     assert spec.temporal_length == 0 and spec.encoder_names == ("c00_cont", "c01_wide", "c02_discrete", "ic")
     assert spec.codebook_sizes == (2, 2, 2)  # no rows: the smallest levels, and nothing measured
-    assert spec.encoder_codebook_sizes == ((2, 2, 2),) * 4
+    assert spec.encoder_codebook_sizes == ((2, 2, 2),) * 3 + ((2, 1, 1),)  # a token per level; ic one
     assert plan["init_rows"] == 0 and set(plan["effective_inputs"].values()) == {None}
 
 
@@ -72,8 +90,9 @@ def test_plan_refuses_a_sample_that_is_not_a_table():
 
 
 def test_train_settings_from_the_section():
-    cfg = TokenizerConfig(training={"epochs": 7, "learning_rate": 0.01, "lr_schedule": "constant"},
-                          model={"temporal_weight": 0.5})
+    cfg = TokenizerConfig(training={"epochs": 7, "learning_rate": 0.01, "lr_schedule": "constant",
+                                    "scalar_lr_scale": 0.2}, model={"temporal_weight": 0.5})
     s = train_settings(cfg, 3, ["initial.a", "summary.b", "architecture.c", "summary.d"])
     assert (s.epochs, s.learning_rate, s.lr_schedule, s.temporal_weight, s.seed) == (7, 0.01, "constant", 0.5, 3)
+    assert s.scalar_lr_scale == 0.2
     assert s.family_columns == {"initial": [0], "architecture": [2], "summary": [1, 3]}

@@ -51,9 +51,10 @@ class CategoryConfig(Strict):
 class ModelConfig(Strict):
     """Hierarchical VQ-VAE architecture."""
 
-    latent_dim: int = Field(8, ge=2, le=1024)
-    """Width of each token stream's latent vector (the space its residual quantizer works in); at
-    least ``components_per_stream``."""
+    latent_dim: int = Field(12, ge=2, le=1024)
+    """Width of each token stream's latent vector (the space its three levels quantize); at least the sum
+    of ``components_per_level``. The dimensions no principal component initialises are the encoder's
+    own (its MLP) and are quantized from level 1 on."""
     hidden_dim: int = Field(256, ge=8, le=8192)
     """Hidden width of the category encoders and of the shared decoder."""
     codebook_sizes: tuple[int, int, int] = (256, 256, 256)
@@ -65,20 +66,23 @@ class ModelConfig(Strict):
     code_resolution: float = Field(0.05, gt=0.0)
     """Grid step, in standard deviations of the cleaned features, at which a category's inputs count as
     distinguishable; an encoder with few effective inputs gets that many codes over its three levels."""
-    streams: int = Field(24, ge=1)
-    """Token streams (three codes each) shared by the categories: one per category, the rest to the
-    categories whose next ``components_per_stream`` principal components explain most training
-    variance (docs/tokenizer.md, "Token streams")."""
-    components_per_stream: int = Field(4, ge=1)
-    """Principal components of its category that one stream carries: the unit of the allocation, and
-    the latent dimensions its encoder's linear part is initialised to (PCA)."""
+    tokens: tuple[int, int, int] = (24, 48, 96)
+    """Informative tokens per operator at the coarse, +medium and full prefix of the levels (temporal and
+    IC streams included: one temporal token per level and one coarse IC token are always emitted). The
+    categories' tokens go, level by level, where their codes explain most variance (docs/tokenizer.md,
+    "Token streams"); fewer when the data run out of components."""
+    components_per_level: tuple[int, int, int] = (4, 2, 3)
+    """Principal components of its category that each level of a stream adds (coarse, medium, fine):
+    level l quantizes what the coarser levels left of theirs plus its own new ones. The unit of the
+    allocation, and the latent dimensions the encoder's linear part is initialised to (PCA)."""
     commitment_weight: float = Field(0.25, ge=0.0)
     """Weight of the commitment loss ||z - sg(q)||^2 of every level."""
     ema_decay: float = Field(0.95, gt=0.0, lt=1.0)
     """EMA decay of the codebook statistics (cluster sizes and sums)."""
     dead_code_threshold: float = Field(0.5, ge=0.0)
-    """A code whose EMA count of rows per training step falls below this fraction of its fair share
-    (rows per step / K) is replaced by a sampled encoder output; 0 disables replacement."""
+    """A code of the temporal or IC stream whose EMA count of rows per training step falls below this
+    fraction of its fair share (rows per step / K) is replaced by a sampled encoder output; 0 disables
+    replacement. The PCA-initialised category streams replace none (docs/tokenizer.md, "Codebooks")."""
     kmeans_iters: int = Field(10, ge=1, le=100)
     """Lloyd iterations of the k-means codebook initialisation."""
     ic_resolution: int = Field(32, ge=4, le=512)
@@ -91,8 +95,13 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _latent(self) -> ModelConfig:
-        if self.components_per_stream > self.latent_dim:
-            raise ValueError(f"components_per_stream ({self.components_per_stream}) must be <= latent_dim"
+        if list(self.tokens) != sorted(self.tokens) or self.tokens[0] < 1:
+            raise ValueError(f"tokens (coarse, +medium, all) must be >= 1 and not decrease, got {list(self.tokens)}")
+        if min(self.components_per_level) < 0 or self.components_per_level[0] < 1:
+            raise ValueError(f"components_per_level must be >= 0 per level and >= 1 at level 1, got"
+                             f" {list(self.components_per_level)}")
+        if sum(self.components_per_level) > self.latent_dim:
+            raise ValueError(f"components_per_level ({list(self.components_per_level)}) must add up to <= latent_dim"
                              f" ({self.latent_dim}): a stream's latent holds its components")
         return self
 
@@ -112,6 +121,10 @@ class TrainingConfig(Strict):
     several workers (each step costs a round of all-reduces)."""
     learning_rate: float = Field(1e-3, gt=0.0)
     """Peak AdamW learning rate."""
+    scalar_lr_scale: float = Field(0.03, gt=0.0, le=1.0)
+    """Learning rate of the scalar-feature path (category encoders, scalar output head), which starts from
+    the per-category PCA code, relative to ``learning_rate``; the temporal and IC branches start from
+    random weights and train at the full rate."""
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     """``cosine`` anneals the rate per epoch to ~0 at the end, so encoders stop moving and the EMA
     codebooks settle (docs/tokenizer.md); ``constant`` keeps ``learning_rate``."""

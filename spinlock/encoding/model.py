@@ -1,17 +1,21 @@
 """Hierarchical VQ-VAE: one encoder per feature category, a temporal encoder, a CNN branch over ICs.
 
 Every encoder maps its input to one latent ``z`` [B, L] per token stream (a wide category has several,
-:func:`spinlock.encoding.rates.allocate_streams`), and a three-level residual quantizer per stream
-(vector-quantize-pytorch ``ResidualVQ``: EMA codebooks, k-means init, dead-code replacement) turns into
-codes: level 1 quantizes ``z``, level 2 the residual ``z - q1``, level 3 ``z - q1 - q2``, so the levels
-are coarse → medium → fine by construction. A category encoder is a linear map (initialised to the
-category's PCA, :meth:`HierarchicalVQVAE.initialize_from_pca`) plus an MLP. A shared decoder (an MLP
+:func:`spinlock.encoding.rates.allocate_tokens`), and a three-level quantizer per stream
+(:class:`LevelQuantizer`: vector-quantize-pytorch ``VectorQuantize`` levels with EMA codebooks, k-means++
+initialisation, dead-code replacement) turns it into codes. The levels quantize *growing* prefixes of the latent:
+level 1 the first ``w1`` dimensions of ``z``, level 2 what level 1 left of them plus the next ``w2 - w1``
+dimensions, level 3 likewise up to all ``L``. So every level refines what the coarser ones coded and adds
+new components (the stream's next principal components, see :mod:`spinlock.encoding.rates`), coarse →
+medium → fine by construction. A category encoder is a linear map (initialised to the category's PCA,
+:meth:`HierarchicalVQVAE.initialize_from_pca`) plus an MLP. A shared decoder (an MLP
 plus a linear path) reconstructs, from all quantized latents, the cleaned scalar features [B, D'], the
 temporal curves [B, T', Dt'] and translation-invariant statistics of the (normalised) initial condition
 (:func:`ic_descriptors`). Training decodes every prefix of the levels (coarse, +medium, all) so that a
 truncated token sequence decodes on its own.
-Codebook sizes are fitted to the data per level (:func:`scale_codebook_sizes`) and per encoder
-(:func:`encoder_codebook_sizes`); dead codes are judged against their fair share of a training step
+Codebook sizes are fitted to the data per level (:func:`scale_codebook_sizes`) and per stream
+(:func:`spinlock.encoding.rates.stream_sizes`: one code where a level has no token, few for a discrete
+category); dead codes are judged against their fair share of a training step
 (:meth:`HierarchicalVQVAE.set_step_rows`). docs/tokenizer.md ("Codebooks") gives the measurements.
 
 The CNN branch's 28-D output (before its latent projection) is the learned INITIAL embedding written
@@ -20,7 +24,6 @@ to ``/features/initial_learned``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -28,9 +31,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from vector_quantize_pytorch import ResidualVQ
+from vector_quantize_pytorch import VectorQuantize
 
 from spinlock.encoding.inputs import pool_ic  # noqa: F401  (re-exported)
+from spinlock.encoding.rates import band_components, tokens_per_category
 
 LEVELS = 3
 IC_EMBEDDING_DIM = 28
@@ -62,32 +66,6 @@ def effective_inputs(x: np.ndarray, resolution: float) -> float:
     _, counts = np.unique(cells, axis=0, return_counts=True)
     p = counts / counts.sum()
     return float(np.exp(-(p * np.log(p)).sum()))
-
-
-def encoder_codebook_sizes(level_sizes: tuple[int, ...], effective: list[float | None],
-                           init_rows: int, rows_per_code: int = 8) -> tuple[tuple[int, ...], ...]:
-    """Per-encoder codebook sizes from the level sizes (already scaled by :func:`scale_codebook_sizes`)
-    and each encoder's :func:`effective_inputs` (None: not measured, keep the level sizes).
-
-    An encoder whose input the sample resolves into few cells (``effective <= init_rows /
-    rows_per_code``: discrete parameters, one or two continuous features) gets, over its three levels
-    together, about as many codes as it has effective inputs: level 1 ``min(K1, ceil(m))``, then each
-    finer level ``ceil(m / product of the coarser sizes)`` (so 1 once level 1 alone resolves the
-    input). Why: a level can only split what differs; codes beyond the distinguishable inputs are
-    never chosen (usage) or split one value unevenly (perplexity), and residuals of an already
-    resolved input are lag noise. High-dimensional inputs (every row its own cell) keep the level
-    sizes: their residuals still carry variance.
-    """
-    out = []
-    for m in effective:
-        if m is None or m > init_rows / max(1, rows_per_code):
-            out.append(tuple(int(k) for k in level_sizes))
-            continue
-        sizes: list[int] = []
-        for k in level_sizes:
-            sizes.append(max(1, min(int(k), math.ceil(m / math.prod(sizes) - 1e-9))))
-        out.append(tuple(sizes))
-    return tuple(out)
 
 
 def stream_names(categories: list[str], streams: tuple[int, ...] | list[int]) -> list[str]:
@@ -128,9 +106,11 @@ class ModelSpec:
     """Codes per level of each stream (each <= ``codebook_sizes``); empty: ``codebook_sizes`` for all."""
     category_streams: tuple[int, ...] = ()
     """Token streams of each category (empty: one each)."""
-    pca_components: int = 0
-    """Principal components of its category that initialise each category stream's latent (stream j:
-    components ``j·p`` onwards, :meth:`HierarchicalVQVAE.initialize_from_pca`); 0: random initialisation."""
+    level_components: tuple[int, int, int] = (0, 0, 0)
+    """Principal components of its category each level of a category stream adds (``p1, p2, p3``; which
+    ones: :func:`spinlock.encoding.rates.band_components`); they initialise the latent
+    (:meth:`HierarchicalVQVAE.initialize_from_pca`) and set the level widths (:attr:`level_widths`).
+    All 0: random initialisation, every level quantizes the whole latent."""
 
     def __post_init__(self) -> None:
         if not self.category_streams:
@@ -145,6 +125,11 @@ class ModelSpec:
             raise ValueError(f"{len(self.encoder_names)} encoder names for {len(default)} encoders")
         if len(self.codebook_sizes) != LEVELS:
             raise ValueError(f"codebook_sizes needs {LEVELS} entries, got {self.codebook_sizes}")
+        per_level = self.level_components
+        if len(per_level) != LEVELS or min(per_level) < 0 or (
+                sum(per_level) and (per_level[0] < 1 or sum(per_level) > self.latent_dim)):
+            raise ValueError(f"level_components needs {LEVELS} counts >= 0 (the first >= 1, together at most"
+                             f" latent_dim = {self.latent_dim}) or all 0, got {self.level_components}")
         if not self.encoder_codebook_sizes:
             object.__setattr__(self, "encoder_codebook_sizes", (tuple(self.codebook_sizes),) * self.n_encoders)
         sizes = self.encoder_codebook_sizes
@@ -153,6 +138,14 @@ class ModelSpec:
                 for e in sizes):
             raise ValueError(f"encoder_codebook_sizes must hold {self.n_encoders} triples of sizes in"
                              f" [1, {list(self.codebook_sizes)}], got {sizes}")
+
+    @property
+    def level_widths(self) -> tuple[int, int, int]:
+        """Latent dimensions each level quantizes (a growing prefix): level 1 the first
+        ``latent_dim - p2 - p3`` (its ``p1`` components and the dimensions no component initialises), then
+        ``p2`` and ``p3`` more; ``(L, L, L)`` without components."""
+        L, (_, p2, p3) = self.latent_dim, self.level_components
+        return (L - p2 - p3, L - p3, L)
 
     @property
     def n_encoders(self) -> int:
@@ -170,6 +163,7 @@ class ModelSpec:
         d["encoder_names"] = tuple(d["encoder_names"])
         d["encoder_codebook_sizes"] = tuple(tuple(e) for e in d.get("encoder_codebook_sizes", ()))
         d["category_streams"] = tuple(d.get("category_streams", ()))
+        d["level_components"] = tuple(d.get("level_components", (0, 0, 0)))
         return cls(**d)
 
 
@@ -265,6 +259,72 @@ class ICEncoder(nn.Module):
         return self.head(pooled), x
 
 
+def kmeans(x: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means of ``x`` [n, d] with k-means++ seeding (torch's global RNG) and ``iters`` Lloyd steps:
+    (centroids [k, d], rows per centroid [k]).
+
+    Why not vector-quantize-pytorch's initialisation (centroids drawn uniformly from the rows): on the
+    4096-operator run k-means++ seeding gave 0.005-0.007 more validation R² at every level of the
+    untrained model, as much as training adds to the finer levels (docs/tokenizer.md, "Frontier").
+    """
+    x64 = x.double()
+    n = len(x64)
+    chosen = [int(torch.randint(n, ()))]
+    d2 = ((x64 - x64[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = float(d2.sum())
+        i = int(torch.multinomial(d2 / total, 1)) if total > 0 else int(torch.randint(n, ()))
+        chosen.append(i)
+        d2 = torch.minimum(d2, ((x64 - x64[i]) ** 2).sum(1))
+    means = x64[chosen]
+    for _ in range(iters + 1):
+        assign = torch.cdist(x64, means).argmin(dim=1)
+        counts = torch.bincount(assign, minlength=k).double()
+        sums = torch.zeros_like(means).index_add_(0, assign, x64)
+        means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], means)
+    return means.to(x.dtype), counts.to(x.dtype)
+
+
+class LevelQuantizer(nn.Module):
+    """Three vector-quantization levels over growing prefixes of a latent [B, L]: level l quantizes the
+    first ``widths[l]`` dimensions of what the coarser levels left (dimensions beyond a coarser level's
+    width enter unquantized), with ``sizes[l]`` codes of ``widths[l]`` dimensions.
+
+    Why growing prefixes and not a residual of the whole latent at every level: a third residual level
+    of the same 4 components added < 0.01 validation R², while a level that also codes new components
+    buys new variance with every token, as reverse water-filling would (docs/tokenizer.md, "Frontier").
+    With ``widths == (L, L, L)`` this is vector-quantize-pytorch's ``ResidualVQ``.
+    """
+
+    def __init__(self, dim: int, widths: tuple[int, ...], sizes: tuple[int, ...], **vq_kwargs):
+        super().__init__()
+        if len(widths) != len(sizes) or list(widths) != sorted(widths) or widths[0] < 1 or widths[-1] != dim:
+            raise ValueError(f"widths must grow from >= 1 to dim = {dim}, one per level; got {widths}")
+        self.dim, self.widths = dim, tuple(widths)
+        # [levels, 1, L]: the dimensions each prefix of the levels quantizes. A prefix's code is 0 beyond
+        # them whatever z is, so the straight-through gradient must not reach z there.
+        self.register_buffer("coded", (torch.arange(dim)[None, :] < torch.tensor(widths)[:, None])[:, None],
+                             persistent=False)
+        self.layers = nn.ModuleList(VectorQuantize(dim=w, codebook_size=k, **vq_kwargs)
+                                    for w, k in zip(widths, sizes, strict=True))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z [B, L] → (sum of the levels' codes [B, L], indices [B, levels], commitment losses [levels])."""
+        residual, out, idx, losses = z, torch.zeros_like(z), [], []
+        for w, vq in zip(self.widths, self.layers, strict=True):
+            q, i, loss = vq(residual[:, None, :w])
+            q = F.pad(q[:, 0].detach(), (0, self.dim - w))
+            residual, out = residual - q, out + q
+            idx.append(i[:, 0])
+            losses.append(loss.reshape(()))
+        return out, torch.stack(idx, dim=1), torch.stack(losses)
+
+    def codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices [B, levels] → each level's code [levels, B, L] (zero beyond the level's width)."""
+        return torch.stack([F.pad(vq.codebook[indices[:, lv]], (0, self.dim - w))
+                            for lv, (w, vq) in enumerate(zip(self.widths, self.layers, strict=True))])
+
+
 class HierarchicalVQVAE(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -284,10 +344,10 @@ class HierarchicalVQVAE(nn.Module):
         self.ic_project = nn.Sequential(nn.GELU(), nn.Linear(IC_EMBEDDING_DIM, L)) if spec.ic_channels else None
         sync = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.quantizers = nn.ModuleList(
-            ResidualVQ(
-                dim=L,
-                num_quantizers=LEVELS,
-                codebook_size=tuple(sizes),
+            LevelQuantizer(
+                L,
+                spec.level_widths,
+                tuple(sizes),
                 kmeans_init=True,
                 kmeans_iters=spec.kmeans_iters,
                 decay=spec.ema_decay,
@@ -345,14 +405,14 @@ class HierarchicalVQVAE(nn.Module):
         the encoders and quantizers) trains every prefix and codebook on every step."""
         zs, _, target = self.latents(x, t, ic)
         qs, idx, commit = [], [], x.new_zeros(())
-        for z, rvq in zip(zs, self.quantizers, strict=True):
-            q, i, losses = rvq(z[:, None, :])
-            if self.training:  # straight-through estimate of each prefix sum of the codes
-                codes = rvq.get_codes_from_indices(i)[:, :, 0].cumsum(0)  # [3, B, L]
-                qs.append(z + (codes - z).detach())
+        for z, quantizer in zip(zs, self.quantizers, strict=True):
+            q, i, losses = quantizer(z)
+            if self.training:  # straight-through estimate of each prefix sum of the codes, on the
+                codes = quantizer.codes(i).cumsum(0)  # [3, B, L]    dimensions the prefix quantizes
+                qs.append(torch.where(quantizer.coded, z + (codes - z).detach(), codes))
             else:
-                qs.append(q[:, 0])
-            idx.append(i[:, 0])
+                qs.append(q)
+            idx.append(i)
             commit = commit + losses.sum()
         if not self.training:
             rx, rt, ric = self.decode(torch.cat(qs, dim=1))
@@ -364,8 +424,8 @@ class HierarchicalVQVAE(nn.Module):
 
     def _codebooks(self):
         """(Codebook, K) of every encoder and level (vector-quantize-pytorch ``VectorQuantize._codebook``)."""
-        for rvq in self.quantizers:
-            for layer in rvq.layers:
+        for quantizer in self.quantizers:
+            for layer in quantizer.layers:
                 yield layer._codebook, layer._codebook.codebook_size
 
     def set_step_rows(self, rows: int) -> None:
@@ -378,27 +438,54 @@ class HierarchicalVQVAE(nn.Module):
         ``dead_code_threshold · rows / K`` and gives a replaced code its fair share ``rows / K`` as
         its new count, so it has ~log(threshold)/log(decay) steps to attract rows before it is
         judged again. Plain attributes, not state: call again after loading a checkpoint.
+
+        Streams of PCA-initialised category encoders replace no codes: their k-means starts on the linear
+        code and their encoders move slowly (``TrainSettings.scalar_lr_scale``), so a code with few rows
+        codes rare operators, not a stale position; replacing those by sampled latents cost 0.01 validation
+        R² of the coarse level within one epoch on the 4096-operator run. The temporal and IC encoders
+        start from random weights and leave their initial codes behind.
         """
-        for cb, k in self._codebooks():
-            fair = rows / k
-            cb.threshold_ema_dead_code = self.spec.dead_code_threshold * fair
-            cb.reset_cluster_size = fair
+        pca = sum(self.spec.level_components) > 0
+        categories = sum(self.spec.category_streams)
+        for e, quantizer in enumerate(self.quantizers):
+            threshold = 0.0 if pca and e < categories else self.spec.dead_code_threshold
+            for layer in quantizer.layers:
+                cb, fair = layer._codebook, rows / layer._codebook.codebook_size
+                cb.threshold_ema_dead_code = threshold * fair
+                cb.reset_cluster_size = fair
 
     @torch.no_grad()
     def initialize_codebooks(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None,
                              step_rows: int | None = None) -> None:
-        """PCA initialisation of the category encoders (``spec.pca_components``), then k-means
-        initialisation of every level from one (large) batch.
+        """PCA initialisation of the category encoders (``spec.level_components``), then k-means
+        initialisation of every level from one (large) batch, coarse to fine (:func:`kmeans`, each level on
+        what the coarser ones left). Under DDP rank 0's codebooks are broadcast (each rank's batch differs).
 
         k-means leaves each code's EMA count at its cluster size in the whole init batch, tens of
         times its count per training step, so codes that the moving encoders leave behind would
         look alive for hundreds of steps. With ``step_rows`` (rows per training step on this rank)
         the counts and sums are rescaled to one step (the code vectors do not change).
         """
-        if self.spec.pca_components:
+        if sum(self.spec.level_components):
             self.initialize_from_pca(x)
-        self.train()
-        self.forward(x, t, ic)
+        self.train()  # as in training: the IC branch's batch norm reads (and starts counting) the batch
+        zs, _, _ = self.latents(x, t, ic)
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        for z, quantizer in zip(zs, self.quantizers, strict=True):
+            residual = z.detach()
+            for w, vq in zip(quantizer.widths, quantizer.layers, strict=True):
+                cb = vq._codebook
+                means, counts = kmeans(residual[:, :w], cb.codebook_size, self.spec.kmeans_iters)
+                if world > 1:
+                    for tensor in (means, counts):
+                        dist.broadcast(tensor, src=0)
+                counts = counts * world  # the EMA counts every rank's rows
+                cb.embed.data.copy_(means[None])
+                cb.embed_avg.data.copy_((means * counts[:, None])[None])
+                cb.cluster_size.data.copy_(counts[None])
+                cb.initted.data.copy_(torch.tensor(True))
+                idx = torch.cdist(residual[:, :w], means).argmin(dim=1)
+                residual = residual - F.pad(means[idx], (0, quantizer.dim - w))
         if step_rows is not None:
             scale = step_rows / x.shape[0]
             for cb, _ in self._codebooks():
@@ -408,24 +495,27 @@ class HierarchicalVQVAE(nn.Module):
     @torch.no_grad()
     def initialize_from_pca(self, x: torch.Tensor) -> None:
         """Start from a per-category linear code of ``x`` [n, D'] (cleaned rows): the linear part of
-        category c's encoder maps stream j's first p = ``pca_components`` latent dimensions to the
-        category's principal components ``j·p .. j·p + p - 1`` (centred, unscaled) and its other
-        dimensions to 0; the decoder's linear path maps those latent dimensions back (component vectors,
-        bias = the rows' mean); the MLP parts (encoder outputs and the decoder's hidden-state weights)
-        are scaled by 0.1, so they start as small corrections.
+        category c's encoder maps the latent dimensions of stream j's level-l band (the first ``p_l`` of
+        the dimensions level l adds, :attr:`ModelSpec.level_widths`) to the category's principal
+        components :func:`~spinlock.encoding.rates.band_components` gives it (centred, unscaled) and its
+        other dimensions to 0; the decoder's linear path maps those latent dimensions back (component
+        vectors, bias = the rows' mean); the MLP parts (encoder outputs and the decoder's hidden-state
+        weights) are scaled by 0.1, so they start as small corrections.
 
-        Why: with the k-means that follows, the untrained model is a per-category PCA + residual
-        quantization code, which training then bends; trained from random weights the model ended far
-        below a linear code of the same size (docs/tokenizer.md, "Frontier"). Under DDP rank 0's
-        initialisation is broadcast, so all ranks start from the same weights.
+        Why: with the k-means that follows, the untrained model is a per-category PCA + quantization
+        code, which training then bends; trained from random weights the model ended far below a linear
+        code of the same size (docs/tokenizer.md, "Frontier"). Under DDP rank 0's initialisation is
+        broadcast, so all ranks start from the same weights.
         """
-        L, H, p = self.spec.latent_dim, self.spec.hidden_dim, min(self.spec.pca_components, self.spec.latent_dim)
+        L, H, per_level = self.spec.latent_dim, self.spec.hidden_dim, self.spec.level_components
+        starts = (0, *self.spec.level_widths[:-1])  # first latent dimension each level adds
         w = self.head_x.weight
         w[:, :H] *= 0.1
         w[:, H:] = 0
         e = 0
-        for cols, s, lin, enc in zip(self.spec.category_columns, self.spec.category_streams, self.category_linear,
-                                     self.category_encoders, strict=True):
+        tokens = tokens_per_category(self.spec.encoder_codebook_sizes, self.spec.category_streams)
+        for cols, s, lin, enc, t in zip(self.spec.category_columns, self.spec.category_streams, self.category_linear,
+                                        self.category_encoders, tokens, strict=True):
             xc = x[:, list(cols)].double()
             mean = xc.mean(0)
             _, _, vt = torch.linalg.svd(xc - mean, full_matrices=False)
@@ -434,11 +524,12 @@ class HierarchicalVQVAE(nn.Module):
             enc[-1].weight.mul_(0.1)
             enc[-1].bias.mul_(0.1)
             for j in range(s):
-                comps = vt[j * p:(j + 1) * p].float()
-                k = len(comps)
-                lin.weight[j * L:j * L + k] = comps
-                lin.bias[j * L:j * L + k] = -(comps @ mean.float())
-                w[torch.tensor(cols)[:, None], H + (e + j) * L + torch.arange(k)[None, :]] = comps.T
+                for start, band in zip(starts, band_components(t, j, per_level, len(vt)), strict=True):
+                    comps = vt[band].float()
+                    dims = j * L + start + torch.arange(len(band))
+                    lin.weight[dims] = comps
+                    lin.bias[dims] = -(comps @ mean.float())
+                    w[torch.tensor(cols)[:, None], H + e * L + dims[None, :]] = comps.T
             e += s
         self.head_x.bias.copy_(x.mean(0))
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -456,7 +547,7 @@ class HierarchicalVQVAE(nn.Module):
         self.eval()
         try:
             zs, emb, _ = self.latents(x, t, ic)
-            idx = [rvq(z[:, None, :])[1][:, 0] for z, rvq in zip(zs, self.quantizers, strict=True)]
+            idx = [quantizer(z)[1] for z, quantizer in zip(zs, self.quantizers, strict=True)]
         finally:
             self.train(was)
         return torch.stack(idx, dim=1), emb
@@ -467,7 +558,6 @@ class HierarchicalVQVAE(nn.Module):
         if not 1 <= levels <= LEVELS:
             raise ValueError(f"levels must be in 1..{LEVELS}, got {levels}")
         qs = []
-        for e, rvq in enumerate(self.quantizers):
-            codes = rvq.get_codes_from_indices(indices[:, e][:, None, :])  # [3, B, 1, L]
-            qs.append(codes[:levels].sum(dim=0)[:, 0])
+        for e, quantizer in enumerate(self.quantizers):
+            qs.append(quantizer.codes(indices[:, e])[:levels].sum(dim=0))
         return self.decode(torch.cat(qs, dim=1))

@@ -14,14 +14,8 @@ import numpy as np
 
 from spinlock.config.tokenizer import ModelConfig, TokenizerConfig
 from spinlock.encoding.layout import TokenLayout
-from spinlock.encoding.model import (
-    ModelSpec,
-    effective_inputs,
-    encoder_codebook_sizes,
-    scale_codebook_sizes,
-    stream_names,
-)
-from spinlock.encoding.rates import plan_streams
+from spinlock.encoding.model import ModelSpec, effective_inputs, scale_codebook_sizes, stream_names
+from spinlock.encoding.rates import allocate_tokens, category_variances, stream_sizes
 from spinlock.encoding.training import TrainSettings
 from spinlock.storage.layout import SCALAR_FAMILIES
 
@@ -35,28 +29,36 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
 
     ``sample`` [n, D'] holds the cleaned training rows k-means starts from (the first
     ``min(training rows, training.kmeans_init_rows)``); D' is the cleaned feature count.
-    Level sizes: ``scale_codebook_sizes(codebook_sizes, n, rows_per_code)``. Token streams per category:
-    ``plan_streams`` (``model.streams`` allocated by the variance of each category's principal
-    components in the sample). Per stream: ``encoder_codebook_sizes`` from
-    the effective inputs of each single-stream category in the sample (categories with several streams,
-    the temporal and IC encoders are high-dimensional, so they keep the level sizes; with no rows
-    nothing is measured). Returns the spec and a JSON-able dict of those numbers (``summary.json`` →
-    ``codebook_plan``).
+    Level sizes: ``scale_codebook_sizes(codebook_sizes, n, rows_per_code)``. Tokens: ``model.tokens`` per
+    level prefix; the temporal stream takes one per level and the IC stream one coarse token, the
+    categories the rest, allocated by ``allocate_tokens`` over the variance of each category's principal
+    components in the sample. A category whose effective inputs in the sample (``effective_inputs``) are
+    at most the level-1 codes is discrete: one token of ``ceil(effective)`` codes explains it. Without
+    rows nothing is measured: one stream per category with a token at every level. Returns the spec and a
+    JSON-able dict of those numbers (``summary.json`` → ``codebook_plan``).
     """
     if sample.ndim != 2:
         raise ValueError(f"sample must be [rows, features], got shape {sample.shape}")
     init_rows = len(sample)
     levels = scale_codebook_sizes(m.codebook_sizes, init_rows, m.rows_per_code)
-    # per category: its streams, and (single-stream categories only; several streams mean a
-    # high-dimensional input) its effective inputs, one entry per stream
-    effective: list[float | None] = []
-    streams = plan_streams(sample, [c.columns for c in categories], m.streams, m.components_per_stream)
-    for c, s in zip(categories, streams, strict=True):
-        cols = sample[:, list(c.columns)]
-        effective += [effective_inputs(cols, m.code_resolution) if init_rows else None] if s == 1 else [None] * s
+    measured = [effective_inputs(sample[:, list(c.columns)], m.code_resolution) if init_rows else None
+                for c in categories]
+    effective = [e if e is not None and e <= levels[0] else None for e in measured]
+    # the temporal stream has a token at every level; the IC stream one coarse token (its finer levels
+    # added < 0.005 to its statistics' R², docs/tokenizer.md "IC branch")
+    other = [(1, 1, 1)] * bool(temporal_features) + [(1, 0, 0)]
+    prefix = [m.tokens[0], m.tokens[1] - m.tokens[0], m.tokens[2] - m.tokens[1]]
+    budgets = [max(0, b - sum(o[lv] for o in other)) for lv, b in enumerate(prefix)]
+    if init_rows >= 2:
+        tokens = allocate_tokens(category_variances(sample, [c.columns for c in categories]), budgets,
+                                 m.components_per_level, levels, effective)
+    else:
+        tokens = [[1, 1, 1] for _ in categories]
+    sizes = [k for t, e in zip(tokens, effective, strict=True) for k in stream_sizes(t, levels, e)]
+    streams = [max(1, *t) for t in tokens]
     names = (*stream_names([c.name for c in categories], streams), *(("temporal",) if temporal_features else ()),
              "ic")
-    effective += [None] * (len(names) - len(effective))
+    sizes += [tuple(k if t else 1 for k, t in zip(levels, o, strict=True)) for o in other]
     spec = ModelSpec(
         category_columns=tuple(c.columns for c in categories),
         n_features=sample.shape[1],
@@ -72,16 +74,17 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
         dead_code_threshold=m.dead_code_threshold,
         kmeans_iters=m.kmeans_iters,
         encoder_names=names,
-        encoder_codebook_sizes=encoder_codebook_sizes(levels, effective, init_rows, m.rows_per_code),
+        encoder_codebook_sizes=tuple(sizes),
         category_streams=tuple(streams),
-        pca_components=m.components_per_stream,
+        level_components=tuple(m.components_per_level),
     )
     plan = {"configured": list(m.codebook_sizes), "init_rows": init_rows, "rows_per_code": m.rows_per_code,
-            "code_resolution": m.code_resolution, "streams": m.streams,
-            "components_per_stream": m.components_per_stream,
+            "code_resolution": m.code_resolution, "tokens": list(m.tokens),
+            "components_per_level": list(m.components_per_level),
+            "category_tokens": {c.name: t for c, t in zip(categories, tokens, strict=True)},
             "category_streams": {c.name: s for c, s in zip(categories, streams, strict=True)},
-            "effective_inputs": {n: (round(e, 1) if e is not None else None)
-                                 for n, e in zip(names, effective, strict=True)}}
+            "effective_inputs": {c.name: (round(e, 1) if e is not None else None)
+                                 for c, e in zip(categories, measured, strict=True)}}
     return spec, plan
 
 
@@ -94,28 +97,26 @@ def train_settings(cfg: TokenizerConfig, seed: int, names_out: list[str]) -> Tra
     return TrainSettings(epochs=t.epochs, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
                          temporal_weight=cfg.model.temporal_weight, ic_weight=cfg.model.ic_weight,
                          kmeans_init_rows=t.kmeans_init_rows, seed=seed, family_columns=family_columns,
-                         lr_schedule=t.lr_schedule, patience=t.patience)
+                         lr_schedule=t.lr_schedule, patience=t.patience, scalar_lr_scale=t.scalar_lr_scale)
 
 
 def codebook_message(spec: ModelSpec, plan: dict) -> str:
-    """One log line: the level sizes (and why, when scaled down) and the encoders given fewer codes."""
+    """One log line: the level sizes (and why, when scaled down), the tokens of each category per level,
+    and the discrete categories."""
     msg = f"codebooks: {list(spec.codebook_sizes)} codes per level"
     if list(spec.codebook_sizes) != plan["configured"]:
         msg += (f" (configured {plan['configured']}, scaled down: <= {plan['init_rows']} k-means rows"
                 f" / rows_per_code {plan['rows_per_code']})")
-    small = [f"{n} {list(k)} (~{plan['effective_inputs'][n]:.0f} inputs)"
-             for n, k in zip(spec.encoder_names, spec.encoder_codebook_sizes, strict=True)
-             if tuple(k) != tuple(spec.codebook_sizes)]
-    if small:
-        msg += f"; few distinguishable inputs (resolution {plan['code_resolution']}): " + ", ".join(small)
-    single = sum(1 for k in spec.encoder_codebook_sizes for v in k if v == 1)
-    if single:
-        msg += f" ({single} levels with one code: not token positions)"
-    multi = [f"{n} x{s}" for n, s in plan["category_streams"].items() if s > 1]
-    if multi:
-        msg += (f"; {spec.n_encoders} token streams, several for wide categories (one per"
-                f" {plan['components_per_stream']} principal components, by variance): " + ", ".join(multi))
-    return msg
+    per = plan["category_tokens"]
+    counts = [sum(t[lv] for t in per.values()) for lv in range(3)]
+    msg += (f"; tokens {plan['tokens']} at coarse/+medium/all, categories' per level {counts}"
+            f" ({plan['components_per_level']} new principal components per token): "
+            + ", ".join(f"{n} {'/'.join(map(str, t))}" for n, t in per.items()))
+    discrete = [f"{n} (~{e:.0f} inputs)" for n, e in plan["effective_inputs"].items()
+                if e is not None and e <= spec.codebook_sizes[0]]
+    if discrete:
+        msg += f"; discrete, one token (resolution {plan['code_resolution']}): " + ", ".join(discrete)
+    return msg + f"; {spec.n_encoders} token streams"
 
 
 def layout_message(layout: TokenLayout, fit_rows: int) -> str:

@@ -36,8 +36,9 @@ from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 from spinlock.storage.layout import CATEGORIES_FILE, CLEANING_FILE, META_FILE, MODEL_FILE
 
-TOKENIZER_FORMAT = 4  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
-# 4: linear (PCA-initialised) part of the category encoders, IC-statistics head
+TOKENIZER_FORMAT = 5  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
+# 4: linear (PCA-initialised) part of the category encoders, IC-statistics head; 5: levels quantize growing
+# prefixes of the latent (LevelQuantizer), tokens allocated per level
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Tokenizer:
         meta = json.loads((d / META_FILE).read_text())
         if meta.get("format") != TOKENIZER_FORMAT:
             raise DataError(f"{d}: tokenizer format {meta.get('format')} (this spinlock reads {TOKENIZER_FORMAT},"
-                            " which stores the token layout: fit it again with 'spinlock tokenize')")
+                            " whose levels add principal components: fit it again with 'spinlock tokenize')")
         cleaner = FeatureCleaner.load(d / CLEANING_FILE)
         if cleaner.schema.to_json() != {k: meta["input"][k] for k in ("scalar", "temporal", "temporal_length")}:
             raise DataError(f"{d}: {CLEANING_FILE} and {META_FILE} disagree on the input feature names")

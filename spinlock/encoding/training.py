@@ -49,6 +49,9 @@ class TrainSettings:
     seed: int
     family_columns: dict[str, list[int]] = field(default_factory=dict)
     """Cleaned column indices of each scalar family, for per-family validation R²."""
+    scalar_lr_scale: float = 1.0
+    """Learning rate of the scalar-feature path (category encoders, scalar output head) relative to the
+    rest (:func:`parameter_groups`)."""
     lr_schedule: str = "cosine"
     """``cosine``: the learning rate of epoch e is ``learning_rate · (1 + cos(π e / epochs)) / 2``;
     ``constant``: always ``learning_rate`` (see :func:`epoch_learning_rate`)."""
@@ -149,6 +152,24 @@ def deterministic_algorithms() -> Iterator[None]:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
+SCALAR_PATH = ("category_encoders.", "category_linear.", "head_x.")
+
+
+def parameter_groups(model: HierarchicalVQVAE, scalar_scale: float) -> list[dict]:
+    """AdamW parameter groups, each with its ``lr_scale`` (times the epoch's learning rate): the scalar-feature
+    path (category encoders and the scalar output head, :data:`SCALAR_PATH`) at ``scalar_scale``, the rest at 1.
+
+    Why: the scalar path starts from the per-category PCA code, which k-means++ quantizes better than
+    training at the full rate keeps it (Adam moves every weight by ~lr per step, and the finer levels'
+    codes hold residuals a few hundredths of the features' variance wide); the temporal and IC branches and
+    the decoder's MLP start from random weights and need the full rate (docs/tokenizer.md, "Frontier")."""
+    scalar = [p for n, p in model.named_parameters() if n.startswith(SCALAR_PATH)]
+    ids = {id(p) for p in scalar}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [g for g in ({"params": rest, "lr_scale": 1.0}, {"params": scalar, "lr_scale": scalar_scale})
+            if g["params"]]
+
+
 def build_model(spec: ModelSpec, seed: int) -> HierarchicalVQVAE:
     """The model with weights drawn from ``(seed, "tokenizer.init")`` (identical on every rank)."""
     with seeded_torch(seed, "tokenizer.init"):
@@ -228,7 +249,7 @@ def train_model(
     Ray). Returns the final state (its :attr:`TrainState.final_model_state` is the kept weights).
     """
     net = wrapped if wrapped is not None else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+    optimizer = torch.optim.AdamW(parameter_groups(model, settings.scalar_lr_scale), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     history: list[dict] = []
     first = 0
@@ -250,7 +271,7 @@ def train_model(
             rows = 0
             lr = epoch_learning_rate(settings, epoch)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             with seeded_torch(settings.seed, "tokenizer.epoch", epoch, rank):
                 model.train()
                 batches = train_batches(epoch)
