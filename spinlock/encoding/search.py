@@ -285,9 +285,10 @@ class SearchIndex:
             tokens = f["tokens"][()]
             layout = TokenLayout.from_attrs(f["tokens"].attrs, f"{path}:/tokens")
             written_by = f["tokens"].attrs.get(TOKENIZER_DIGEST_ATTR)
-        check_layout(tokenizer, layout, str(path), None if written_by is None else str(written_by))
+        digest = tokenizer.digest()  # hashes every weight: once per open
+        check_layout(tokenizer, layout, str(path), None if written_by is None else str(written_by), digest)
         key = {"format": CACHE_FORMAT, "levels": levels, "components": COMPONENTS, "fit_rows": FIT_ROWS,
-               "tokens": _digest(tokens), "tokenizer": tokenizer.digest()}
+               "tokens": _digest(tokens), "tokenizer": digest}
         folder = Path(run_dir) / SEARCH_DIR
         meta_path, index_path = folder / f"levels-{levels}.npz", folder / f"levels-{levels}.faiss"
         if meta_path.is_file() and index_path.is_file():
@@ -313,16 +314,17 @@ class SearchIndex:
                 f" of their variance); {self.index.describe()}")
 
 
-def check_layout(tokenizer: Tokenizer, layout: TokenLayout, source: str, written_by: str | None = None) -> None:
+def check_layout(tokenizer: Tokenizer, layout: TokenLayout, source: str, written_by: str | None, digest: str) -> None:
     """Raise DataError unless ``layout`` (of stored tokens) is the tokenizer's and, when the tokens name
-    the tokenizer that wrote them (``written_by``, ``/tokens`` attribute ``tokenizer_digest``), it is this one."""
+    the tokenizer that wrote them (``written_by``, ``/tokens`` attribute ``tokenizer_digest``), it is this
+    one (``digest``: :meth:`Tokenizer.digest`)."""
     if [p.to_json() for p in tokenizer.layout.positions] != [p.to_json() for p in layout.positions]:
         raise DataError(f"the tokenizer's token layout ({tokenizer.n_tokens} positions) is not the one of"
                         f" {source}:/tokens ({len(layout.positions)}): give the tokenizer that wrote them, or encode"
                         " the run with this one first ('spinlock encode DIR --tokenizer ...')")
-    if written_by is not None and written_by != tokenizer.digest():
+    if written_by is not None and written_by != digest:
         raise DataError(f"{source}:/tokens were written by another tokenizer (digest {written_by}, this one"
-                        f" {tokenizer.digest()}): its codes mean something else here; give the tokenizer that"
+                        f" {digest}): its codes mean something else here; give the tokenizer that"
                         " wrote them, or encode the run with this one first ('spinlock encode DIR --tokenizer ...')")
 
 
