@@ -96,3 +96,12 @@ def test_train_settings_from_the_section():
     assert (s.epochs, s.learning_rate, s.lr_schedule, s.temporal_weight, s.seed) == (7, 0.01, "constant", 0.5, 3)
     assert s.scalar_lr_scale == 0.2
     assert s.family_columns == {"initial": [0], "architecture": [2], "summary": [1, 3]}
+
+
+@pytest.mark.parametrize("tokens", [(2, 8, 16), (8, 8, 16), (8, 16, 16), (8, 6, 16)])
+def test_a_token_budget_below_the_fixed_streams_is_refused(tokens):
+    """The temporal and IC streams take 2 coarse tokens and the temporal one per finer level: a budget
+    that leaves the categories nothing at the coarse level, or no growth, would be exceeded silently."""
+    with pytest.raises(ValueError, match="must start at >= 3 and grow at every level"):
+        ModelConfig(tokens=tokens)
+    assert ModelConfig(tokens=(3, 4, 5)).tokens == (3, 4, 5)

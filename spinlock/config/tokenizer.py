@@ -70,7 +70,8 @@ class ModelConfig(Strict):
     """Informative tokens per operator at the coarse, +medium and full prefix of the levels (temporal and
     IC streams included: one temporal token per level and one coarse IC token are always emitted). The
     categories' tokens go, level by level, where their codes explain most variance (docs/tokenizer.md,
-    "Token streams"); fewer when the data run out of components."""
+    "Token streams"); fewer when the data run out of components. At least 3 at the coarse prefix and
+    growing at every level, so that the categories get a coarse token."""
     components_per_level: tuple[int, int, int] = (4, 2, 3)
     """Principal components of its category that each level of a stream adds (coarse, medium, fine):
     level l quantizes what the coarser levels left of theirs plus its own new ones. The unit of the
@@ -95,8 +96,11 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _latent(self) -> ModelConfig:
-        if list(self.tokens) != sorted(self.tokens) or self.tokens[0] < 1:
-            raise ValueError(f"tokens (coarse, +medium, all) must be >= 1 and not decrease, got {list(self.tokens)}")
+        t = list(self.tokens)
+        if t[0] < 3 or t[1] <= t[0] or t[2] <= t[1]:
+            raise ValueError(f"tokens (coarse, +medium, all) must start at >= 3 and grow at every level, got {t}:"
+                             " the temporal and IC streams always take a coarse token each and the temporal stream"
+                             " one more per level, and the categories need at least one coarse token")
         if min(self.components_per_level) < 0 or self.components_per_level[0] < 1:
             raise ValueError(f"components_per_level must be >= 0 per level and >= 1 at level 1, got"
                              f" {list(self.components_per_level)}")
