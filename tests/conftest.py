@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # One intra-op thread: results do not depend on it (tested), and with Ray workers and test processes
 # sharing 2 cores, OpenMP spin-waiting of 2-thread pools slowed some kernels by >10x (measured).
 torch.set_num_threads(1)
+
+# One Ray authentication mode for every Ray this test process starts. Ray keeps the mode of the first
+# ray.init() of a process: an embedded Ray that took token mode from ~/.ray/auth_token, followed in the
+# same process by one started with RAY_AUTH_MODE=disabled, has the driver refuse the GCS's calls
+# ("Missing authorization header"), so the new GCS takes the driver for dead and destroys every actor it
+# creates (reproduced with two ray.init() calls in one script). Tests of token behaviour run their
+# commands in subprocesses with an environment of their own.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 def tiny_config(**overrides):
