@@ -3,19 +3,19 @@
     PYTHONPATH=. python bench/search.py recall DIR [--png docs/search-neighbors.png]
     PYTHONPATH=. python bench/search.py scale DIR --n 1000000 [--queries 200]
 
-``recall``: on a tokenized run, the ground truth for each converged operator is its 10 nearest
-converged operators (itself excluded) by Euclidean distance in the tokenizer's cleaned scalar-feature
-space (``tokenizer/cleaning.npz`` applied to the run's feature tables). Recall@10 of the search distance
+``recall``: on a tokenized run, the ground truth for each converged operator is its 10 nearest converged
+operators (itself excluded) by Euclidean distance in the tokenizer's cleaned scalar-feature space
+(``tokenizer/cleaning.npz`` applied to the run's feature tables). Recall@10 of the search distance
 (``spinlock.encoding.search``: L2 between the features decoded from token prefixes of depth 1, 2 and 3,
-in ``COMPONENTS`` principal components; the projection fitted on every row's reconstruction as the
-product does, the candidates the converged rows) is compared with PCA + PQ codes with as many codes per
-operator as the tokens at that depth have positions: PCA fitted on the tokenizer's training rows
-(converged, training split), 2 components per subspace (fewer when the cleaned features have fewer
-columns than 2 × positions), k-means with 256 codes per subspace (at most the training rows) fitted on
-the training rows, and the symmetric (code-to-code) PQ distance. Ties count by their expected share
-(every order of a tie equally likely). Also reported: the same distance with every reconstructed
-column (no projection), the share of variance the projection keeps, and a random ranking (10 / N).
-``--png``: the query (first converged operator) and its 10 nearest at depth 3, final frames.
+in the fewest principal axes keeping ``KEEP_VARIANCE`` of the variance; the projection fitted on every
+row's reconstruction as the product does, the candidates the converged rows) is compared with PCA + PQ
+codes with as many codes per operator as the tokens at that depth have positions: PCA fitted on the
+tokenizer's training rows (converged, training split), 2 components per subspace (fewer when the cleaned
+features have fewer columns than 2 × positions), k-means with 256 codes per subspace (at most the
+training rows) fitted on the training rows, and the symmetric (code-to-code) PQ distance. Ties count by
+their expected share (every order of a tie equally likely). Also reported: the same distance with every
+reconstructed column (no projection), the share of variance the projection keeps, and a random ranking
+(10 / N). ``--png``: the query (first converged operator) and its 10 nearest at depth 3, final frames.
 
 ``scale``: N synthetic operators in DIR's token layout, each position's code drawn independently from
 its frequency among DIR's operators (independent streams: less clustered than real tokens, so the IVF
@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spinlock.encoding.search import (  # noqa: E402
-    COMPONENTS,
     EXACT_MAX_ROWS,
     SearchIndex,
     VectorIndex,
@@ -154,10 +153,11 @@ def recall(run: Path, png: Path | None) -> None:
         rows.append((levels, positions, r_vec, proj, r_full, float(np.mean(r_pq)), same))
     print(f"\nrecall@{K} over {n} converged queries (ground truth: Euclidean, cleaned scalar features);"
           f" {time.perf_counter() - t0:.0f} s\n")
-    print(f"| token depth | positions | search distance ({COMPONENTS} components; variance kept) |"
+    print("| token depth | positions | search distance (principal axes, variance kept) |"
           " same distance, every column | PCA + PQ, as many codes |\n|---|---|---|---|---|")
     for levels, positions, r_vec, proj, r_full, r_pq, _ in rows:
-        print(f"| levels 1..{levels} | {positions} | **{r_vec:.3f}** ({100 * proj.explained:.2f} %) | {r_full:.3f}"
+        print(f"| levels 1..{levels} | {positions} | **{r_vec:.3f}** ({len(proj.components)} axes,"
+              f" {100 * proj.explained:.2f} %) | {r_full:.3f}"
               f" | {r_pq:.3f} |")
     print(f"\nrandom ranking: {K / (n - 1):.4f}; the index's top {K} equals the brute-force top {K} for"
           f" {', '.join(f'{100 * r[-1]:.0f} %' for r in rows)} of sampled queries (depth 1, 2, 3)")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from synthetic_features import untrained_tokenizer, write_synthetic_run
 
+import spinlock.encoding.search as S
 from spinlock.cli.main import main
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.outputs import write_tokens
@@ -35,13 +36,15 @@ def test_projection_keeps_distances_in_the_data_subspace():
     basis = np.linalg.qr(rng.normal(size=(10, 3)))[0]  # orthonormal columns: a 3-D subspace of R^10
     scales = np.array([5.0, 2.0, 1.0])
     x = 7.0 + (rng.normal(size=(400, 3)) * scales) @ basis.T
-    p = Projection.fit(x, components=3)
+    p = Projection.fit(x, max_components=3)
     assert p.components.shape == (3, 10) and p.explained == pytest.approx(1.0)
     np.testing.assert_allclose(p.components @ p.components.T, np.eye(3), atol=1e-12)
     v = p(x)
     d_full = np.linalg.norm(x[:, None] - x[None], axis=-1)
     np.testing.assert_allclose(np.linalg.norm(v[:, None] - v[None], axis=-1), d_full, rtol=1e-5, atol=1e-4)
-    two = Projection.fit(x, components=2)  # drops the axis of variance ~1 out of ~25 + 4 + 1
+    assert len(Projection.fit(x).components) == 3  # 2 axes keep ~97 % < KEEP_VARIANCE: all 3 are needed
+    assert len(Projection.fit(x, keep=0.9).components) == 2  # 1 axis keeps ~83 %
+    two = Projection.fit(x, max_components=2)  # drops the axis of variance ~1 out of ~25 + 4 + 1
     s2 = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
     assert two.explained == pytest.approx(s2[:2].sum() / s2.sum(), rel=1e-9) and 0.93 < two.explained < 0.99
     assert all(c[np.abs(c).argmax()] > 0 for c in two.components)  # the sign convention
@@ -120,8 +123,9 @@ def test_decode_is_the_models_reconstruction_and_depth_is_a_token_prefix(tokeniz
         tok.decode(tokens[:, :3])
 
 
-def test_search_distance_values(tokenized):
+def test_search_distance_values(tokenized, monkeypatch):
     _, tok, _, _, tokens = tokenized
+    monkeypatch.setattr(S, "KEEP_VARIANCE", 1.0)  # every axis with variance: the distance is the full one
     for levels in (1, 2, 3):
         ix = SearchIndex.build(tok, tokens, levels)
         recon = tok.decode(tokens, levels).astype(np.float64)
@@ -131,7 +135,7 @@ def test_search_distance_values(tokenized):
             nb = ix.query(tokens[q], 6, [q])
             assert nb.rows.tolist() == ref.rows.tolist()
             np.testing.assert_allclose(nb.distances, ref.distances, rtol=1e-3, atol=1e-4)
-    small = behaviour_vectors(tok, tokens, 3, components=2)[1]
+    small = behaviour_vectors(tok, tokens, 3, max_components=2)[1]
     assert small.components.shape[0] == 2 and small.explained < 1
     with pytest.raises(DataError, match="levels must be in 1..3, got 4"):
         SearchIndex.build(tok, tokens, 4)
@@ -175,8 +179,9 @@ def _neighbors(capsys, *argv) -> tuple[int, list[tuple[int, float]], str]:
     return rc, rows, out.out + out.err
 
 
-def test_cli_neighbors(tokenized, tmp_path, capsys):
+def test_cli_neighbors(tokenized, tmp_path, capsys, monkeypatch):
     run, tok, full, _, tokens = tokenized
+    monkeypatch.setattr(S, "KEEP_VARIANCE", 1.0)  # distances comparable with the full reconstruction's
     out = tmp_path / "run"
     shutil.copytree(run.out, out)
     row = 7

@@ -3,8 +3,9 @@
 Distance (depth ``L`` = 1, 2 or 3 levels). Let ``x̂_L(t)`` [D'] be the tokenizer's reconstruction of the
 cleaned scalar features (:meth:`~spinlock.encoding.tokenizer.Tokenizer.decode`) from levels 1..L of every
 stream of the tokens ``t`` (the levels the layout does not emit take their one code), and ``P_L`` [m, D']
-the first ``m`` = min(:data:`COMPONENTS`, D') principal axes of the reconstructions ``x̂_L`` of the indexed
-operators (fitted on at most :data:`FIT_ROWS` of them, evenly spaced; mean ``μ_L``). Every operator is the
+the first ``m`` principal axes of the reconstructions ``x̂_L`` of the indexed operators: the fewest that keep
+:data:`KEEP_VARIANCE` of their variance, at most :data:`MAX_COMPONENTS` (fitted on at most :data:`FIT_ROWS` of
+them, evenly spaced; mean ``μ_L``). Every operator is the
 vector ``v_L(t) = P_L (x̂_L(t) - μ_L)`` [m] float32 and::
 
     d_L(a, b) = || v_L(a) - v_L(b) ||_2  =  || P_L (x̂_L(a) - x̂_L(b)) ||_2
@@ -61,8 +62,13 @@ if TYPE_CHECKING:
 
     from spinlock.encoding.tokenizer import Tokenizer
 
-COMPONENTS = 96
-"""Principal axes per operator vector (fewer when the cleaned features have fewer columns)."""
+KEEP_VARIANCE = 0.99
+"""Share of the reconstructions' variance the principal axes of the operator vectors keep (the fewest axes
+that do). Why a share and not a fixed count: finer token levels decode to more independent directions
+(format-5 tokenizer, 4096-operator run: 76 / 111 / 187 axes at depth 1 / 2 / 3), and 96 fixed axes lost
+0.046 recall@10 at depth 3 (docs/tokenizer.md, "Nearest-behaviour search")."""
+MAX_COMPONENTS = 256
+"""Most principal axes per operator vector: 1 KiB of float32 per operator and depth."""
 FIT_ROWS = 65_536
 """Operators (evenly spaced) whose reconstructions the projection is fitted on."""
 EXACT_MAX_ROWS = 100_000
@@ -73,7 +79,7 @@ TUNE_QUERIES = 256
 """Sampled operators ``nprobe`` is tuned on."""
 TRAIN_PER_LIST = 64
 """Sampled vectors per IVF list its k-means is trained on."""
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -96,19 +102,24 @@ class Projection:
     """Share of the fit rows' variance the ``m`` axes keep."""
 
     @classmethod
-    def fit(cls, x: np.ndarray, components: int = COMPONENTS) -> Projection:
-        """Principal axes of ``x`` [n, D'] (eigenvectors of its covariance); the sign of each axis makes its
-        largest entry positive, so the vectors are reproducible."""
+    def fit(cls, x: np.ndarray, keep: float | None = None,
+            max_components: int = MAX_COMPONENTS) -> Projection:
+        """The fewest principal axes of ``x`` [n, D'] (eigenvectors of its covariance) that keep ``keep``
+        (default :data:`KEEP_VARIANCE`) of its variance, at most ``max_components``; the sign of each axis
+        makes its largest entry positive, so the vectors are reproducible."""
         x = np.asarray(x, np.float64)
         if x.ndim != 2 or len(x) == 0:
             raise DataError(f"the projection needs [n >= 1, D'] reconstructions, got {x.shape}")
         mean = x.mean(0)
         xc = x - mean
         w, v = np.linalg.eigh(xc.T @ xc)
-        m = min(components, x.shape[1])
-        w, v = w[::-1][:m].clip(0), v[:, ::-1][:, :m].T
+        w, v = w[::-1].clip(0), v[:, ::-1]
+        total = float(w.sum())
+        keep = KEEP_VARIANCE if keep is None else keep
+        reached = int(np.searchsorted(np.cumsum(w) / total, keep * (1 - 1e-12)) + 1) if total > 0 else 1
+        m = min(reached, max_components, x.shape[1])
+        w, v = w[:m], v[:, :m].T
         v *= np.sign(v[np.arange(m), np.abs(v).argmax(1)])[:, None]
-        total = float((xc ** 2).sum())
         return cls(mean, v, float(w.sum() / total) if total > 0 else 1.0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -116,7 +127,7 @@ class Projection:
 
 
 def behaviour_vectors(tokenizer: Tokenizer, tokens: np.ndarray, levels: int = LEVELS,
-                      projection: Projection | None = None, components: int = COMPONENTS,
+                      projection: Projection | None = None, max_components: int = MAX_COMPONENTS,
                       block: int = 65_536) -> tuple[np.ndarray, Projection]:
     """Operator vectors ``v_L`` [N, m] float32 of ``tokens`` [N, positions] at depth ``levels``, and the
     projection (fitted on these tokens' reconstructions unless given). Decoded in blocks: memory is one
@@ -128,7 +139,7 @@ def behaviour_vectors(tokenizer: Tokenizer, tokens: np.ndarray, levels: int = LE
         if n == 0:
             raise DataError("no tokens to fit the search projection on")
         fit = np.unique(np.linspace(0, n - 1, min(n, FIT_ROWS)).round().astype(np.int64))
-        projection = Projection.fit(tokenizer.decode(tokens[fit], levels), components)
+        projection = Projection.fit(tokenizer.decode(tokens[fit], levels), max_components=max_components)
     out = np.zeros((n, len(projection.components)), np.float32)
     for lo in range(0, n, block):
         out[lo:lo + block] = projection(tokenizer.decode(tokens[lo:lo + block], levels))
@@ -287,7 +298,8 @@ class SearchIndex:
             written_by = f["tokens"].attrs.get(TOKENIZER_DIGEST_ATTR)
         digest = tokenizer.digest()  # hashes every weight: once per open
         check_layout(tokenizer, layout, str(path), None if written_by is None else str(written_by), digest)
-        key = {"format": CACHE_FORMAT, "levels": levels, "components": COMPONENTS, "fit_rows": FIT_ROWS,
+        key = {"format": CACHE_FORMAT, "levels": levels, "keep": KEEP_VARIANCE,
+               "max_components": MAX_COMPONENTS, "fit_rows": FIT_ROWS,
                "tokens": _digest(tokens), "tokenizer": digest}
         folder = Path(run_dir) / SEARCH_DIR
         meta_path, index_path = folder / f"levels-{levels}.npz", folder / f"levels-{levels}.faiss"
