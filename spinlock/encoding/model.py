@@ -8,7 +8,8 @@ level 1 the first ``w1`` dimensions of ``z``, level 2 what level 1 left of them 
 dimensions, level 3 likewise up to all ``L``. So every level refines what the coarser ones coded and adds
 new components (the stream's next principal components, see :mod:`spinlock.encoding.rates`), coarse →
 medium → fine by construction. A category encoder is a linear map (initialised to the category's PCA,
-:meth:`HierarchicalVQVAE.initialize_from_pca`) plus an MLP. A shared decoder (an MLP
+:meth:`HierarchicalVQVAE.initialize_from_pca`) plus an MLP, and so is the temporal encoder (the
+curves' PCA, plus convolutions over time). A shared decoder (an MLP
 plus a linear path) reconstructs, from all quantized latents, the cleaned scalar features [B, D'], the
 temporal curves [B, T', Dt'] and translation-invariant statistics of the (normalised) initial condition
 (:func:`ic_descriptors`). Training decodes every prefix of the levels (coarse, +medium, all) so that a
@@ -560,7 +561,7 @@ class HierarchicalVQVAE(nn.Module):
         mean = tc.mean(0)
         _, _, vt = torch.linalg.svd(tc - mean, full_matrices=False)
         lin, w = self.temporal_linear, self.head_t.weight
-        w[:, :self.spec.hidden_dim] *= 0.1
+        w[:, :H] *= 0.1
         w[:, H:] = 0
         lin.weight.zero_()
         lin.bias.zero_()
