@@ -163,7 +163,7 @@ def parameter_groups(model: HierarchicalVQVAE, scalar_scale: float) -> list[dict
     training at the full rate keeps it (Adam moves every weight by ~lr per step, and the finer levels'
     codes hold residuals a few hundredths of the features' variance wide); the IC branch and the decoder's
     MLP start from random weights and need the full rate, and so does the temporal stream although it
-    starts from the curves' PCA too (quickstart curves' R² 0.728 at the full rate, 0.59 at 0.03×;
+    starts from the curves' PCA too (quickstart curves' R² 0.724 at the full rate, 0.59 at 0.03×;
     docs/tokenizer.md, "Initialisation from the PCA solution")."""
     scalar = [p for n, p in model.named_parameters() if n.startswith(SCALAR_PATH)]
     ids = {id(p) for p in scalar}
