@@ -511,7 +511,7 @@ class HierarchicalVQVAE(nn.Module):
         code of the same size (docs/tokenizer.md, "Frontier"). Under DDP rank 0's initialisation is
         broadcast, so all ranks start from the same weights.
         """
-        L, H, per_level = self.spec.latent_dim, self.spec.hidden_dim, self.spec.level_components
+        H = self.spec.hidden_dim
         starts = (0, *self.spec.level_widths[:-1])  # first latent dimension each level adds
         w = self.head_x.weight
         w[:, :H] *= 0.1
@@ -520,20 +520,7 @@ class HierarchicalVQVAE(nn.Module):
         tokens = tokens_per_category(self.spec.encoder_codebook_sizes, self.spec.category_streams)
         for cols, s, lin, enc, t in zip(self.spec.category_columns, self.spec.category_streams, self.category_linear,
                                         self.category_encoders, tokens, strict=True):
-            xc = x[:, list(cols)].double()
-            mean = xc.mean(0)
-            _, _, vt = torch.linalg.svd(xc - mean, full_matrices=False)
-            lin.weight.zero_()
-            lin.bias.zero_()
-            enc[-1].weight.mul_(0.1)
-            enc[-1].bias.mul_(0.1)
-            for j in range(s):
-                for start, band in zip(starts, band_components(t, j, per_level, len(vt)), strict=True):
-                    comps = vt[band].float()
-                    dims = j * L + start + torch.arange(len(band))
-                    lin.weight[dims] = comps
-                    lin.bias[dims] = -(comps @ mean.float())
-                    w[torch.tensor(cols)[:, None], H + e * L + dims[None, :]] = comps.T
+            self._linear_code(x[:, list(cols)], lin, enc[-1], self.head_x, torch.tensor(cols), t, s, e, starts)
             e += s
         self.head_x.bias.copy_(x.mean(0))
         if curves is not None and self.temporal_linear is not None:
@@ -545,6 +532,30 @@ class HierarchicalVQVAE(nn.Module):
                 for param in m.parameters():
                     dist.broadcast(param.data, src=0)
 
+    def _linear_code(self, rows: torch.Tensor, lin: nn.Linear, mlp_out: nn.Linear, head: nn.Linear,
+                     head_rows: torch.Tensor, tokens: list[int], streams: int, first: int,
+                     starts: tuple[int, ...]) -> None:
+        """One encoder's linear code of ``rows`` [n, d]: ``lin`` (its linear part, ``streams`` latents) maps
+        stream j's level-l band of latent dimensions to the principal components ``band_components`` gives
+        it (``tokens``: the encoder's tokens per level), ``mlp_out`` (its MLP's output layer) is scaled by
+        0.1, and ``head``'s linear path from those latents (the encoder's streams start at ``first``) to its
+        outputs ``head_rows`` (the d columns) is the transposed components."""
+        L, H, per_level = self.spec.latent_dim, self.spec.hidden_dim, self.spec.level_components
+        xc = rows.double()
+        mean = xc.mean(0)
+        _, _, vt = torch.linalg.svd(xc - mean, full_matrices=False)
+        lin.weight.zero_()
+        lin.bias.zero_()
+        mlp_out.weight.mul_(0.1)
+        mlp_out.bias.mul_(0.1)
+        for j in range(streams):
+            for start, band in zip(starts, band_components(tokens, j, per_level, len(vt)), strict=True):
+                comps = vt[band].float()
+                dims = j * L + start + torch.arange(len(band))
+                lin.weight[dims] = comps
+                lin.bias[dims] = -(comps @ mean.float())
+                head.weight[head_rows[:, None], H + first * L + dims[None, :]] = comps.T
+
     def _initialize_temporal_from_pca(self, t: torch.Tensor, starts: tuple[int, ...]) -> None:
         """The temporal stream as the categories' (:meth:`initialize_from_pca`): its linear part maps each
         level's band of latent dimensions to the next principal components of the flattened curves ``t``
@@ -554,27 +565,16 @@ class HierarchicalVQVAE(nn.Module):
         Why: from random weights the temporal stream learned slowly while the PCA-initialised categories
         were at their best from the first epoch (quickstart: curves' R² 0.12 after 3 epochs, 0.67 after 37),
         so the fit needed all its epochs for one stream."""
-        L, H, per_level = self.spec.latent_dim, self.spec.hidden_dim, self.spec.level_components
+        H = self.spec.hidden_dim
         e = sum(self.spec.category_streams)  # the temporal stream follows the categories'
-        sizes = self.spec.encoder_codebook_sizes[e] if self.spec.encoder_codebook_sizes else self.spec.codebook_sizes
-        tc = t.flatten(1).double()
-        mean = tc.mean(0)
-        _, _, vt = torch.linalg.svd(tc - mean, full_matrices=False)
-        lin, w = self.temporal_linear, self.head_t.weight
+        w = self.head_t.weight
         w[:, :H] *= 0.1
         w[:, H:] = 0
-        lin.weight.zero_()
-        lin.bias.zero_()
-        self.temporal_encoder.head[-1].weight.mul_(0.1)
-        self.temporal_encoder.head[-1].bias.mul_(0.1)
-        tokens = [int(k > 1) for k in sizes]
-        for start, band in zip(starts, band_components(tokens, 0, per_level, len(vt)), strict=True):
-            comps = vt[band].float()
-            dims = start + torch.arange(len(band))
-            lin.weight[dims] = comps
-            lin.bias[dims] = -(comps @ mean.float())
-            w[:, H + e * L + dims] = comps.T
-        self.head_t.bias.copy_(mean.float())
+        flat = t.flatten(1)
+        tokens = tokens_per_category(self.spec.encoder_codebook_sizes[e:e + 1], (1,))[0]
+        self._linear_code(flat, self.temporal_linear, self.temporal_encoder.head[-1], self.head_t,
+                          torch.arange(flat.shape[1]), tokens, 1, e, starts)
+        self.head_t.bias.copy_(flat.double().mean(0).float())
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None):
