@@ -47,7 +47,7 @@ def test_spec_validates_and_round_trips_encoder_sizes():
         ModelSpec(((0, 1), (2,)), 3, 0, 0, 0, 8, codebook_sizes=(8, 16, 16),
                   encoder_codebook_sizes=((8, 32, 16), (3, 1, 1)))
     model = build_model(spec, 0)
-    assert [layer._codebook.codebook_size for layer in model.quantizers[1].layers] == [3, 1, 1]
+    assert [int(level.sizes[1]) for level in model.quantizer.levels] == [3, 1, 1]
 
 
 def test_dead_code_thresholds_are_relative_to_the_step():
@@ -55,23 +55,22 @@ def test_dead_code_thresholds_are_relative_to_the_step():
                      dead_code_threshold=0.5)
     model = build_model(spec, 0)
     model.set_step_rows(64)
-    books = [layer._codebook for layer in model.quantizers[0].layers]
-    assert [b.threshold_ema_dead_code for b in books] == [8.0, 4.0, 2.0]  # 0.5 * 64 / K
-    assert [b.reset_cluster_size for b in books] == [16.0, 8.0, 4.0]     # the fair share 64 / K
+    levels = model.quantizer.levels
+    assert [float(lv.dead_threshold[0]) for lv in levels] == [8.0, 4.0, 2.0]  # 0.5 * 64 / K
+    assert [float(lv.reset_count[0]) for lv in levels] == [16.0, 8.0, 4.0]     # the fair share 64 / K
     # k-means counts are rescaled from the init batch (256 rows) to one step (32 rows)
     model = build_model(ModelSpec(**{**spec.to_json(), "category_columns": ((0, 1, 2, 3),),
                                      "codebook_sizes": (4, 8, 16), "encoder_names": (),
                                      "encoder_codebook_sizes": (), "dead_code_threshold": 0.0}), 0)
     x = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
     model.initialize_codebooks(x, None, None, step_rows=32)
-    for b in (layer._codebook for layer in model.quantizers[0].layers):
-        assert float(b.cluster_size.sum()) == pytest.approx(32.0, rel=1e-4)
+    for level in model.quantizer.levels:
+        assert float(level.cluster_size[0].sum()) == pytest.approx(32.0, rel=1e-4)
     # PCA-initialised category streams replace no codes; the IC stream (random initialisation) does
     pca = build_model(ModelSpec(((0, 1, 2, 3),), 4, 0, 0, 2, 8, latent_dim=4, hidden_dim=16, codebook_sizes=(4, 8, 16),
                                 dead_code_threshold=0.5, level_components=(2, 1, 1)), 0)
     pca.set_step_rows(64)
-    assert [[layer._codebook.threshold_ema_dead_code for layer in q.layers] for q in pca.quantizers] == [
-        [0.0, 0.0, 0.0], [8.0, 4.0, 2.0]]
+    assert [lv.dead_threshold.tolist() for lv in pca.quantizer.levels] == [[0.0, 8.0], [0.0, 4.0], [0.0, 2.0]]
 
 
 def test_cosine_schedule():

@@ -14,7 +14,8 @@ from spinlock.encoding.categories import CategoryDiscovery
 from spinlock.encoding.cleaning import FeatureCleaner
 from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.metrics import evaluate
-from spinlock.encoding.model import LEVELS, ModelSpec, kmeans, scale_codebook_sizes, stream_names
+from spinlock.encoding.model import LEVELS, ModelSpec, scale_codebook_sizes, stream_names
+from spinlock.encoding.quantizer import kmeans
 from spinlock.encoding.rates import allocate_tokens, band_components, stream_sizes, tokens_per_category
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.split import Split
@@ -149,7 +150,7 @@ def test_levels_quantize_growing_prefixes_of_the_pca_code():
         model.initialize_codebooks(x, None, None)
     assert torch.allclose(model.category_linear[0].weight.abs(), torch.eye(3), atol=0.05)
     idx, _ = model.encode(x, None, None)
-    codes = model.quantizers[0].codes(idx[:, 0])  # [3, B, 3]
+    codes = model.quantizer.codes(idx)[:, 0]  # [3, B, 3]: stream 0's codes per level
     assert not codes[0][:, 1:].any() and not codes[1][:, 2:].any() and codes[2][:, 2].any()
     errors = [float(torch.mean((model.decode_indices(idx, lv)[0] - x) ** 2)) for lv in (1, 2, 3)]
     assert errors[0] > errors[1] > errors[2], errors

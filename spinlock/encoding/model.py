@@ -1,9 +1,9 @@
 """Hierarchical VQ-VAE: one encoder per feature category, a temporal encoder, a CNN branch over ICs.
 
 Every encoder maps its input to one latent ``z`` [B, L] per token stream (a wide category has several,
-:func:`spinlock.encoding.rates.allocate_tokens`), and a three-level quantizer per stream
-(:class:`LevelQuantizer`: vector-quantize-pytorch ``VectorQuantize`` levels with EMA codebooks, k-means++
-initialisation, dead-code replacement) turns it into codes. The levels quantize *growing* prefixes of the latent:
+:func:`spinlock.encoding.rates.allocate_tokens`), and a three-level quantizer per stream turns it into codes
+(:class:`~spinlock.encoding.quantizer.StreamQuantizer`, all streams at once: EMA codebooks, k-means++
+initialisation, dead-code replacement). The levels quantize *growing* prefixes of the latent:
 level 1 the first ``w1`` dimensions of ``z``, level 2 what level 1 left of them plus the next ``w2 - w1``
 dimensions, level 3 likewise up to all ``L``. So every level refines what the coarser ones coded and adds
 new components (the stream's next principal components, see :mod:`spinlock.encoding.rates`), coarse →
@@ -32,9 +32,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from vector_quantize_pytorch import VectorQuantize
 
 from spinlock.encoding.inputs import pool_ic  # noqa: F401  (re-exported)
+from spinlock.encoding.quantizer import StreamQuantizer, kmeans
 from spinlock.encoding.rates import band_components, tokens_per_category
 
 LEVELS = 3
@@ -260,72 +260,6 @@ class ICEncoder(nn.Module):
         return self.head(pooled), x
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-means of ``x`` [n, d] with k-means++ seeding (torch's global RNG) and ``iters`` Lloyd steps:
-    (centroids [k, d], rows per centroid [k]).
-
-    Why not vector-quantize-pytorch's initialisation (centroids drawn uniformly from the rows): on the
-    4096-operator run k-means++ seeding gave 0.005-0.007 more validation R² at every level of the
-    untrained model, as much as training adds to the finer levels (docs/tokenizer.md, "Frontier").
-    """
-    x64 = x.double()
-    n = len(x64)
-    chosen = [int(torch.randint(n, ()))]
-    d2 = ((x64 - x64[chosen[0]]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = float(d2.sum())
-        i = int(torch.multinomial(d2 / total, 1)) if total > 0 else int(torch.randint(n, ()))
-        chosen.append(i)
-        d2 = torch.minimum(d2, ((x64 - x64[i]) ** 2).sum(1))
-    means = x64[chosen]
-    for _ in range(iters + 1):
-        assign = torch.cdist(x64, means).argmin(dim=1)
-        counts = torch.bincount(assign, minlength=k).double()
-        sums = torch.zeros_like(means).index_add_(0, assign, x64)
-        means = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], means)
-    return means.to(x.dtype), counts.to(x.dtype)
-
-
-class LevelQuantizer(nn.Module):
-    """Three vector-quantization levels over growing prefixes of a latent [B, L]: level l quantizes the
-    first ``widths[l]`` dimensions of what the coarser levels left (dimensions beyond a coarser level's
-    width enter unquantized), with ``sizes[l]`` codes of ``widths[l]`` dimensions.
-
-    Why growing prefixes and not a residual of the whole latent at every level: a third residual level
-    of the same 4 components added < 0.01 validation R², while a level that also codes new components
-    buys new variance with every token, as reverse water-filling would (docs/tokenizer.md, "Frontier").
-    With ``widths == (L, L, L)`` this is vector-quantize-pytorch's ``ResidualVQ``.
-    """
-
-    def __init__(self, dim: int, widths: tuple[int, ...], sizes: tuple[int, ...], **vq_kwargs):
-        super().__init__()
-        if len(widths) != len(sizes) or list(widths) != sorted(widths) or widths[0] < 1 or widths[-1] != dim:
-            raise ValueError(f"widths must grow from >= 1 to dim = {dim}, one per level; got {widths}")
-        self.dim, self.widths = dim, tuple(widths)
-        # [levels, 1, L]: the dimensions each prefix of the levels quantizes. A prefix's code is 0 beyond
-        # them whatever z is, so the straight-through gradient must not reach z there.
-        self.register_buffer("coded", (torch.arange(dim)[None, :] < torch.tensor(widths)[:, None])[:, None],
-                             persistent=False)
-        self.layers = nn.ModuleList(VectorQuantize(dim=w, codebook_size=k, **vq_kwargs)
-                                    for w, k in zip(widths, sizes, strict=True))
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z [B, L] → (sum of the levels' codes [B, L], indices [B, levels], commitment losses [levels])."""
-        residual, out, idx, losses = z, torch.zeros_like(z), [], []
-        for w, vq in zip(self.widths, self.layers, strict=True):
-            q, i, loss = vq(residual[:, None, :w])
-            q = F.pad(q[:, 0].detach(), (0, self.dim - w))
-            residual, out = residual - q, out + q
-            idx.append(i[:, 0])
-            losses.append(loss.reshape(()))
-        return out, torch.stack(idx, dim=1), torch.stack(losses)
-
-    def codes(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices [B, levels] → each level's code [levels, B, L] (zero beyond the level's width)."""
-        return torch.stack([F.pad(vq.codebook[indices[:, lv]], (0, self.dim - w))
-                            for lv, (w, vq) in enumerate(zip(self.widths, self.layers, strict=True))])
-
-
 class HierarchicalVQVAE(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -346,21 +280,8 @@ class HierarchicalVQVAE(nn.Module):
                                 if spec.temporal_features else None)
         self.ic_encoder = ICEncoder(spec.ic_channels) if spec.ic_channels else None
         self.ic_project = nn.Sequential(nn.GELU(), nn.Linear(IC_EMBEDDING_DIM, L)) if spec.ic_channels else None
-        sync = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        self.quantizers = nn.ModuleList(
-            LevelQuantizer(
-                L,
-                spec.level_widths,
-                tuple(sizes),
-                kmeans_init=True,
-                kmeans_iters=spec.kmeans_iters,
-                decay=spec.ema_decay,
-                threshold_ema_dead_code=spec.dead_code_threshold,
-                commitment_weight=spec.commitment_weight,
-                sync_codebook=sync,  # all-reduce EMA statistics and k-means under DDP
-            )
-            for sizes in spec.encoder_codebook_sizes
-        )
+        self.quantizer = StreamQuantizer(L, spec.level_widths, spec.encoder_codebook_sizes, spec.ema_decay,
+                                         spec.commitment_weight)
         self.decoder = nn.Sequential(nn.Linear(spec.n_encoders * L, H), nn.GELU(), nn.Linear(H, H), nn.GELU())
         # The output heads read the decoder's hidden state *and* the quantized latents themselves: the
         # linear part of the latents → features map (most of the variance, as for PCA) needs no hidden
@@ -408,29 +329,17 @@ class HierarchicalVQVAE(nn.Module):
         codebook's EMA on the steps that reached it; decoding all three (the decoder is small next to
         the encoders and quantizers) trains every prefix and codebook on every step."""
         zs, _, target = self.latents(x, t, ic)
-        qs, idx, commit = [], [], x.new_zeros(())
-        for z, quantizer in zip(zs, self.quantizers, strict=True):
-            q, i, losses = quantizer(z)
-            if self.training:  # straight-through estimate of each prefix sum of the codes, on the
-                codes = quantizer.codes(i).cumsum(0)  # [3, B, L]    dimensions the prefix quantizes
-                qs.append(torch.where(quantizer.coded, z + (codes - z).detach(), codes))
-            else:
-                qs.append(q)
-            idx.append(i)
-            commit = commit + losses.sum()
-        if not self.training:
-            rx, rt, ric = self.decode(torch.cat(qs, dim=1))
-        else:
-            b = x.shape[0]
-            out = self.decode(torch.cat(qs, dim=-1).flatten(0, 1))
+        z = torch.stack(zs)  # [E, B, L]
+        codes, idx, commit = self.quantizer(z)  # [3, E, B, L], [B, E, 3], [3, E]
+        b, (E, L) = x.shape[0], (len(zs), self.spec.latent_dim)
+        if self.training:  # straight-through estimate of each prefix sum of the codes, on the dimensions
+            prefix = codes.cumsum(0)  # the prefix quantizes
+            q = torch.where(self.quantizer.coded, z + (prefix - z).detach(), prefix)
+            out = self.decode(q.permute(0, 2, 1, 3).reshape(LEVELS * b, E * L))
             rx, rt, ric = (None if r is None else r.view(LEVELS, b, *r.shape[1:]) for r in out)
-        return ModelOutput(rx, rt, ric, target, torch.stack(idx, dim=1), commit / len(zs))
-
-    def _codebooks(self):
-        """(Codebook, K) of every encoder and level (vector-quantize-pytorch ``VectorQuantize._codebook``)."""
-        for quantizer in self.quantizers:
-            for layer in quantizer.layers:
-                yield layer._codebook, layer._codebook.codebook_size
+        else:
+            rx, rt, ric = self.decode(codes.sum(0).transpose(0, 1).reshape(b, E * L))
+        return ModelOutput(rx, rt, ric, target, idx, commit.sum() / E)
 
     def set_step_rows(self, rows: int) -> None:
         """Make dead-code replacement relative to ``rows`` training rows per step (all ranks together).
@@ -451,12 +360,13 @@ class HierarchicalVQVAE(nn.Module):
         """
         pca = sum(self.spec.level_components) > 0
         categories = sum(self.spec.category_streams)
-        for e, quantizer in enumerate(self.quantizers):
-            threshold = 0.0 if pca and e < categories else self.spec.dead_code_threshold
-            for layer in quantizer.layers:
-                cb, fair = layer._codebook, rows / layer._codebook.codebook_size
-                cb.threshold_ema_dead_code = threshold * fair
-                cb.reset_cluster_size = fair
+        for level in self.quantizer.levels:
+            threshold = torch.full_like(level.dead_threshold, self.spec.dead_code_threshold)
+            if pca:
+                threshold[:categories] = 0.0
+            fair = rows / level.sizes.to(threshold)
+            level.dead_threshold.copy_(threshold * fair)
+            level.reset_count.copy_(fair)
 
     @torch.no_grad()
     def initialize_codebooks(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None,
@@ -475,26 +385,22 @@ class HierarchicalVQVAE(nn.Module):
         self.train()  # as in training: the IC branch's batch norm reads (and starts counting) the batch
         zs, _, _ = self.latents(x, t, ic)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        for z, quantizer in zip(zs, self.quantizers, strict=True):
+        for e, z in enumerate(zs):
             residual = z.detach()
-            for w, vq in zip(quantizer.widths, quantizer.layers, strict=True):
-                cb = vq._codebook
-                means, counts = kmeans(residual[:, :w], cb.codebook_size, self.spec.kmeans_iters)
+            for w, level in zip(self.quantizer.widths, self.quantizer.levels, strict=True):
+                means, counts = kmeans(residual[:, :w], int(level.sizes[e]), self.spec.kmeans_iters)
                 if world > 1:
                     for tensor in (means, counts):
                         dist.broadcast(tensor, src=0)
-                counts = counts * world  # the EMA counts every rank's rows
-                cb.embed.data.copy_(means[None])
-                cb.embed_avg.data.copy_((means * counts[:, None])[None])
-                cb.cluster_size.data.copy_(counts[None])
-                cb.initted.data.copy_(torch.tensor(True))
+                level.set_codes(e, means, counts * world)  # the EMA counts every rank's rows
                 idx = torch.cdist(residual[:, :w], means).argmin(dim=1)
-                residual = residual - F.pad(means[idx], (0, quantizer.dim - w))
-        if step_rows is not None:
-            scale = step_rows / x.shape[0]
-            for cb, _ in self._codebooks():
-                cb.cluster_size.mul_(scale)
-                cb.embed_avg.mul_(scale)
+                residual = residual - F.pad(means[idx], (0, self.quantizer.dim - w))
+        for level in self.quantizer.levels:
+            level.initted.fill_(True)
+            if step_rows is not None:
+                scale = step_rows / x.shape[0]
+                level.cluster_size.mul_(scale)
+                level.embed_avg.mul_(scale)
 
     @torch.no_grad()
     def initialize_from_pca(self, x: torch.Tensor, curves: torch.Tensor | None = None) -> None:
@@ -586,17 +492,15 @@ class HierarchicalVQVAE(nn.Module):
         self.eval()
         try:
             zs, emb, _ = self.latents(x, t, ic)
-            idx = [quantizer(z)[1] for z, quantizer in zip(zs, self.quantizers, strict=True)]
+            idx = self.quantizer(torch.stack(zs))[1]
         finally:
             self.train(was)
-        return torch.stack(idx, dim=1), emb
+        return idx, emb
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor, levels: int = LEVELS):
         """Decode from codes [B, E, 3] using only the first ``levels`` levels of every encoder."""
         if not 1 <= levels <= LEVELS:
             raise ValueError(f"levels must be in 1..{LEVELS}, got {levels}")
-        qs = []
-        for e, quantizer in enumerate(self.quantizers):
-            qs.append(quantizer.codes(indices[:, e])[:levels].sum(dim=0))
-        return self.decode(torch.cat(qs, dim=1))
+        q = self.quantizer.codes(indices)[:levels].sum(dim=0)  # [E, B, L]
+        return self.decode(q.transpose(0, 1).flatten(1))

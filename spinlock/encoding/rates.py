@@ -1,7 +1,7 @@
 """Rate allocation: which level of which token stream of which category gets a token, by the variance the
 token's code is estimated to explain.
 
-A token stream is one latent with a three-level quantizer (:class:`.model.LevelQuantizer`): level l
+A token stream is one latent with a three-level quantizer (:class:`.quantizer.StreamQuantizer`): level l
 refines what the stream's coarser codes left and adds ``p_l`` new principal components of its category
 (``components_per_level``). The tokens of a category at level l are its streams ``0 .. t_l - 1``; they
 take the category's components after those of its coarser levels' tokens (:func:`band_components`), so

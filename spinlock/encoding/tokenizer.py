@@ -36,10 +36,10 @@ from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 from spinlock.storage.layout import CATEGORIES_FILE, CLEANING_FILE, META_FILE, MODEL_FILE
 
-TOKENIZER_FORMAT = 6  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
+TOKENIZER_FORMAT = 7  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
 # 4: linear (PCA-initialised) part of the category encoders, IC-statistics head; 5: levels quantize growing
 # prefixes of the latent (LevelQuantizer), tokens allocated per level; 6: PCA-initialised linear part of the
-# temporal encoder
+# temporal encoder; 7: one batched quantizer for all streams (StreamQuantizer, state quantizer.levels.*)
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,7 @@ class Tokenizer:
         meta = json.loads((d / META_FILE).read_text())
         if meta.get("format") != TOKENIZER_FORMAT:
             raise DataError(f"{d}: tokenizer format {meta.get('format')} (this spinlock reads {TOKENIZER_FORMAT},"
-                            " whose temporal encoder has a PCA-initialised linear part: fit it again with"
-                            " 'spinlock tokenize')")
+                            " whose quantizer codes all streams at once: fit it again with 'spinlock tokenize')")
         cleaner = FeatureCleaner.load(d / CLEANING_FILE)
         if cleaner.schema.to_json() != {k: meta["input"][k] for k in ("scalar", "temporal", "temporal_length")}:
             raise DataError(f"{d}: {CLEANING_FILE} and {META_FILE} disagree on the input feature names")

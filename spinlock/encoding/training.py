@@ -1,7 +1,7 @@
 """The VQ-VAE training loop as a plain function (no Ray): Ray Train wraps it, tests call it directly.
 
 Reproducibility: the model is built under a forked global torch RNG seeded from
-``derive_key(seed, "tokenizer.init")`` (torch module init and vector-quantize-pytorch's k-means and
+``derive_key(seed, "tokenizer.init")`` (torch module init, the codebooks' k-means and
 dead-code sampling draw from the global generator, so it is scoped, never left modified); every epoch
 re-seeds it from ``(seed, epoch, rank)``. Deterministic algorithms are switched on for the loop's duration only. So a
 run resumed from an epoch checkpoint (model, optimizer, history) continues exactly as if it had not
@@ -196,7 +196,7 @@ def loss_terms(out: ModelOutput, batch: Batch, settings: TrainSettings) -> dict[
 
 
 def _codebooks_initialized(model: HierarchicalVQVAE) -> bool:
-    return all(bool(layer._codebook.initted) for q in model.quantizers for layer in q.layers)
+    return all(bool(level.initted) for level in model.quantizer.levels)
 
 
 def _world_size() -> int:
