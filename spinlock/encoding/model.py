@@ -294,6 +294,10 @@ class HierarchicalVQVAE(nn.Module):
             self.register_buffer("_ic_bins", radial_bins(spec.ic_resolution), persistent=False)
         self.ic_target_dim = spec.ic_channels * (2 + spec.ic_resolution // 2)
         self.head_ic = nn.Linear(D, self.ic_target_dim) if spec.ic_channels else None
+        # the IC statistics' training mean and standard deviation (initialize_codebooks): the head predicts
+        # standardised statistics, so their loss is on the scale of the (cleaned, standardised) features
+        self.register_buffer("ic_mean", torch.zeros(self.ic_target_dim))
+        self.register_buffer("ic_scale", torch.ones(self.ic_target_dim))
 
     # ------------------------------------------------------------------ encoding
     def latents(self, x: torch.Tensor, t: torch.Tensor | None, ic: torch.Tensor | None):
@@ -308,7 +312,7 @@ class HierarchicalVQVAE(nn.Module):
         if self.ic_encoder is not None:
             emb, normed = self.ic_encoder(ic)
             zs.append(self.ic_project(emb))
-            target = ic_descriptors(normed, self._ic_bins).detach()
+            target = ((ic_descriptors(normed, self._ic_bins) - self.ic_mean) / self.ic_scale).detach()
         return zs, emb, target
 
     def decode(self, quantized: torch.Tensor):
@@ -383,7 +387,14 @@ class HierarchicalVQVAE(nn.Module):
         if sum(self.spec.level_components):
             self.initialize_from_pca(x, t)
         self.train()  # as in training: the IC branch's batch norm reads (and starts counting) the batch
-        zs, _, _ = self.latents(x, t, ic)
+        zs, _, target = self.latents(x, t, ic)
+        if target is not None:
+            raw = target * self.ic_scale + self.ic_mean
+            self.ic_mean.copy_(raw.mean(0))
+            self.ic_scale.copy_(raw.std(0).clamp(min=1e-3))
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                for tensor in (self.ic_mean, self.ic_scale):
+                    dist.broadcast(tensor, src=0)
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         for e, z in enumerate(zs):
             residual = z.detach()

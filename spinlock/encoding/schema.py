@@ -156,8 +156,8 @@ class FeatureSchema:
 
     def batch_from_arrow(self, table: pa.Table, source: str = "<table>") -> FeatureBatch:
         """Extract a :class:`FeatureBatch` from a feature table (extra columns are ignored)."""
-        missing = [c for c in ("operator_index", "status", *self.scalar, *self.temporal_columns)
-                   if c not in table.column_names]
+        names = set(table.column_names)  # a set: table.column_names builds a new list at every call
+        missing = [c for c in ("operator_index", "status", *self.scalar, *self.temporal_columns) if c not in names]
         if missing:
             raise FeatureNameMismatch(f"{source}: feature table lacks fitted columns: {_short(missing)}")
         n = table.num_rows
