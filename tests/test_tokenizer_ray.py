@@ -63,6 +63,22 @@ def tokenized(ray_local, tmp_path_factory):
     return run, tokens
 
 
+def test_feature_tables_are_read_on_the_v1_parquet_datasource(tokenized):
+    """Blocks per table (not one for all), footers read once when the read is planned (no per-execution ListFiles
+    task, see read_features); the user's DataContext setting is left as it was."""
+    import ray
+
+    from spinlock.distributed.feature_stream import read_features
+
+    run, _ = tokenized
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.use_datasource_v2
+    ds, _ = read_features(run.out)
+    assert ctx.use_datasource_v2 == before
+    assert type(ds._logical_plan.dag).__name__ == "Read"  # V2 plans ListFiles -> ReadFiles
+    assert ds.materialize().num_blocks() >= 2  # a block per table (or row group): two tables here
+
+
 def test_training_resumed_from_the_epoch_checkpoint(tokenized):
     run, _ = tokenized
     history = [json.loads(line) for line in (run.out / "tokenizer" / METRICS_FILE).read_text().splitlines()]

@@ -76,21 +76,3 @@ def test_without_rng_rows_keep_their_order():
     out = list(shuffled(shard.iter_batches(), 16, 40, None, drop_last=False))
     np.testing.assert_array_equal(np.concatenate([b["id"] for b in out]), np.arange(50))
     assert [len(b["id"]) for b in out] == [16, 16, 16, 2]
-
-
-def test_footer_reader_pool_follows_the_table_count(monkeypatch):
-    """One Parquet footer actor per 256 tables (1..32) while a read is planned, then Ray's own default
-    again; a value the user set is left alone."""
-    import os
-
-    from spinlock.distributed.feature_stream import FOOTER_ACTORS_ENV, _footer_readers
-
-    monkeypatch.delenv(FOOTER_ACTORS_ENV, raising=False)
-    for files, actors in ((4, "1"), (256, "1"), (257, "2"), (15_625, "32")):
-        with _footer_readers(files):
-            assert os.environ[FOOTER_ACTORS_ENV] == actors
-        assert FOOTER_ACTORS_ENV not in os.environ
-    monkeypatch.setenv(FOOTER_ACTORS_ENV, "7")
-    with _footer_readers(4):
-        assert os.environ[FOOTER_ACTORS_ENV] == "7"
-    assert os.environ[FOOTER_ACTORS_ENV] == "7"

@@ -19,8 +19,6 @@ functions over one block; here they run as Ray Data tasks/actors over the per-sh
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import pickle
 import uuid
 from collections.abc import Iterator
@@ -46,24 +44,25 @@ if TYPE_CHECKING:  # the encode tasks import it; the cleaning tasks need not (se
     from spinlock.encoding.tokenizer import Tokenizer
 
 
-FOOTER_ACTORS_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
-FILES_PER_FOOTER_READER = 256
-"""Ray Data (2.60) reads Parquet footers on a pool of ``FooterReader`` actors, 32 by default, started
-anew by every execution of a read (each cleaning pass, prepare, encode): 32 fresh processes for the
-quickstart's 4 tables. The pool is sized here to one actor per this many tables (1 to 32), unless the
-user set :data:`FOOTER_ACTORS_ENV` (the only knob Ray reads; at ``read_parquet`` time)."""
-
-
 @contextlib.contextmanager
-def _footer_readers(n_files: int) -> Iterator[None]:
-    if FOOTER_ACTORS_ENV in os.environ:
-        yield
-        return
-    os.environ[FOOTER_ACTORS_ENV] = str(max(1, min(32, math.ceil(n_files / FILES_PER_FOOTER_READER))))
+def _parquet_datasource_v1() -> Iterator[None]:
+    """Plan ``read_parquet`` on Ray Data's V1 Parquet datasource (``DataContext.use_datasource_v2``,
+    restored after).
+
+    Why: Ray 2.60's default V2 datasource lists the files again at every execution of a read, in a
+    ``ListFiles`` task that starts a ``FooterReader`` actor process, and packs the quickstart's 4 tables
+    into one block read by one task; V1 reads the footers once, when the read is planned, and gives
+    each table its own block. The tokenize stage executes the read four times (two cleaning passes,
+    prepare, encode): a warm cleaning pass over the quickstart's tables took 1.15 s on V2 and 0.24 s on
+    V1 (docs/performance.md, "Tokenize overhead").
+    """
+    ctx = ray.data.DataContext.get_current()
+    previous = ctx.use_datasource_v2
+    ctx.use_datasource_v2 = False
     try:
         yield
     finally:
-        del os.environ[FOOTER_ACTORS_ENV]
+        ctx.use_datasource_v2 = previous
 
 
 def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]:
@@ -78,12 +77,12 @@ def read_features(out_dir: str | Path) -> tuple[ray.data.Dataset, FeatureSchema]
         names = sorted(n for n in store.listdir(FEATURES_DIR) if fnmatchcase(n, FEATURE_TABLE_GLOB))
         keys = [store.key(f"{FEATURES_DIR}/{n}") for n in names]
         schema = FeatureSchema.from_parquet_files(keys, f"{store.url}/{FEATURES_DIR}", filesystem=fs)
-        with _footer_readers(len(keys)):
+        with _parquet_datasource_v1():
             ds = ray.data.read_parquet(keys, filesystem=fs)
         ds.context.execution_options.preserve_order = True
         return ds, schema
     schema, files = FeatureSchema.from_parquet_dir(Path(out_dir) / FEATURES_DIR)
-    with _footer_readers(len(files)):
+    with _parquet_datasource_v1():
         ds = ray.data.read_parquet([str(f) for f in files])
     ds.context.execution_options.preserve_order = True  # shared by every dataset derived from ds
     return ds, schema
