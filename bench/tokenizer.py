@@ -10,6 +10,7 @@ A real run of 4096 operators, about 5 minutes with one generation actor on a 2-c
 
     spinlock generate configs/quickstart.yaml --set simulation.num_operators=4096 \
         --set simulation.steps=32 --set storage.trajectories.store=false \
+        --set tokenizer.training.batch_size=64 --set tokenizer.training.epochs=40 \
         --set sharding.operators_per_shard=256 --out /tmp/tok4k --workers 1
 
 Quality comes from a full ``tokenize_run`` (1 worker, default settings unless overridden): validation
