@@ -74,7 +74,7 @@ def main() -> None:
     t = torch.randn(B, spec.temporal_length, spec.temporal_features, generator=g) if spec.temporal_features else None
     ic = (torch.randn(B, spec.ic_channels, spec.ic_resolution, spec.ic_resolution, generator=g)
           if spec.ic_channels else None)
-    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=True)  # as spinlock.encoding.training
     settings = TrainSettings(1, 1e-4, 0.0, 1.0, 0.5, B, 0)
 
     def train_step():
