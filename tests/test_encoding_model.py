@@ -105,6 +105,24 @@ def test_decoding_codes_equals_the_eval_forward(data):
 SPECTRA = [np.array([10.0] * 4 + [5.0] * 4 + [1.0] * 4), np.array([8.0] * 4 + [6.0] * 2), np.array([0.1])]
 
 
+def test_ic_statistics_are_standardised_by_the_init_rows(data):
+    """The IC head's target is each statistic standardised by its mean and std over the k-means rows, so its
+    loss is on the features' scale; the raw statistics of these fields are far from it."""
+    train, _, spec = data
+    model = build_model(spec, 0)
+    _, _, raw = model.latents(train["x"], train["temporal"], train["ic"])  # before: mean 0, scale 1
+    assert float(raw.abs().mean()) > 2.0  # log power spectra: magnitudes far from 1
+    model.initialize_codebooks(train["x"], train["temporal"], train["ic"])
+    torch.testing.assert_close(model.ic_mean, raw.mean(0))
+    torch.testing.assert_close(model.ic_scale, raw.std(0).clamp(min=1e-3))
+    _, _, target = model.latents(train["x"], train["temporal"], train["ic"])  # training mode: the same batch norm
+    torch.testing.assert_close(target.mean(0), torch.zeros_like(target[0]), atol=1e-4, rtol=0)
+    varying = raw.std(0) > 1e-3  # a constant statistic keeps the floor scale
+    assert bool(varying.any())
+    torch.testing.assert_close(target.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-3, rtol=0)
+    assert "ic_mean" in model.state_dict() and "ic_scale" in model.state_dict()  # saved with the tokenizer
+
+
 def test_tokens_go_where_their_codes_explain_most_variance():
     """Level by level, each token goes to the category whose next token there explains most: a 256-code
     token over 4 equal components leaves 2^(-16/4) = 1/16 of them, so A's first coarse token explains
