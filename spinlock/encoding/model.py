@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinlock.encoding.inputs import pool_ic  # noqa: F401  (re-exported)
-from spinlock.encoding.quantizer import StreamQuantizer, kmeans
+from spinlock.encoding.quantizer import StreamQuantizer, kmeans, world_size
 from spinlock.encoding.rates import band_components, tokens_per_category
 
 LEVELS = 3
@@ -388,14 +388,14 @@ class HierarchicalVQVAE(nn.Module):
             self.initialize_from_pca(x, t)
         self.train()  # as in training: the IC branch's batch norm reads (and starts counting) the batch
         zs, _, target = self.latents(x, t, ic)
+        world = world_size()
         if target is not None:
             raw = target * self.ic_scale + self.ic_mean
             self.ic_mean.copy_(raw.mean(0))
             self.ic_scale.copy_(raw.std(0).clamp(min=1e-3))
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            if world > 1:
                 for tensor in (self.ic_mean, self.ic_scale):
                     dist.broadcast(tensor, src=0)
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         for e, z in enumerate(zs):
             residual = z.detach()
             for w, level in zip(self.quantizer.widths, self.quantizer.levels, strict=True):
@@ -442,7 +442,7 @@ class HierarchicalVQVAE(nn.Module):
         self.head_x.bias.copy_(x.mean(0))
         if curves is not None and self.temporal_linear is not None:
             self._initialize_temporal_from_pca(curves, starts)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if world_size() > 1:
             temporal = ((self.temporal_linear, self.head_t, self.temporal_encoder.head[-1])
                         if self.temporal_linear is not None else ())
             for m in (self.head_x, *self.category_linear, *(enc[-1] for enc in self.category_encoders), *temporal):

@@ -52,8 +52,10 @@ def kmeans(x: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Ten
     return means.to(x.dtype), counts.to(x.dtype)
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+def world_size() -> int:
+    """Ranks of the torch.distributed group the tokenizer trains in (1 without one): codebooks, k-means and
+    initial weights are all-reduced or broadcast only above 1."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class EMACodebooks(nn.Module):
@@ -107,7 +109,7 @@ class EMACodebooks(nn.Module):
     def _update(self, z: torch.Tensor, idx: torch.Tensor) -> None:
         onehot = F.one_hot(idx, self.embed.shape[1]).to(z.dtype)  # [E, B, K]
         counts, sums = onehot.sum(1), torch.bmm(onehot.transpose(1, 2), z)
-        if _distributed():
+        if world_size() > 1:
             dist.all_reduce(counts)
             dist.all_reduce(sums)
         self.cluster_size.lerp_(counts, 1 - self.decay)
@@ -129,7 +131,7 @@ class EMACodebooks(nn.Module):
         for e in dead.any(dim=1).nonzero()[:, 0].tolist():
             codes = dead[e].nonzero()[:, 0][:rows]
             sample = z[e, torch.randperm(rows, device=z.device)[:len(codes)]]
-            if _distributed():
+            if world_size() > 1:
                 dist.broadcast(sample, src=0)
             reset = self.reset_count[e]
             self.embed[e, codes] = sample

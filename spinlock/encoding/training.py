@@ -32,6 +32,7 @@ from torch import nn
 
 from spinlock.encoding.metrics import evaluate
 from spinlock.encoding.model import HierarchicalVQVAE, ModelOutput, ModelSpec
+from spinlock.encoding.quantizer import world_size
 from spinlock.rng import derive_key
 
 Batch = dict[str, torch.Tensor]
@@ -199,10 +200,6 @@ def _codebooks_initialized(model: HierarchicalVQVAE) -> bool:
     return all(bool(level.initted) for level in model.quantizer.levels)
 
 
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def _cat(batches: list[Batch]) -> Batch:
     return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
 
@@ -224,7 +221,7 @@ def _with_init(model: HierarchicalVQVAE, batches: Iterable[Batch], rows: int) ->
     if buffered:
         init = _cat(buffered)
         step_rows = buffered[0]["x"].shape[0]
-        model.set_step_rows(step_rows * _world_size())
+        model.set_step_rows(step_rows * world_size())
         model.initialize_codebooks(init["x"], init.get("temporal"), init.get("ic"), step_rows=step_rows)
     yield from buffered
     yield from it
@@ -283,7 +280,7 @@ def train_model(
                     batches = _with_init(model, batches, settings.kmeans_init_rows)
                 for step, batch in enumerate(batches):
                     if step == 0:  # dead-code thresholds follow the step size (also after a resume)
-                        model.set_step_rows(batch["x"].shape[0] * _world_size())
+                        model.set_step_rows(batch["x"].shape[0] * world_size())
                     out = net(batch["x"], batch.get("temporal"), batch.get("ic"))
                     terms = loss_terms(out, batch, settings)
                     optimizer.zero_grad(set_to_none=True)
@@ -306,7 +303,7 @@ def train_model(
             if best is not None:
                 state.best_epoch, state.best_model_state = best[0], best[2]
             stop = settings.patience > 0 and best is not None and epoch - best[0] >= settings.patience
-            if _world_size() > 1:  # only rank 0 validates: every rank follows its decision
+            if world_size() > 1:  # only rank 0 validates: every rank follows its decision
                 flag = torch.tensor([int(stop)], device=next(model.parameters()).device)
                 dist.broadcast(flag, src=0)
                 stop = bool(flag.item())
