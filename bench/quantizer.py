@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/quantizer.py TOKENIZER_DIR [--rows 64] [--threads 1]
 
-Builds, for the streams, level widths and codebook sizes of a fitted tokenizer (``tokenizer.json``), both
+Builds, for the streams, latent width and codebook sizes of a fitted tokenizer (``tokenizer.json``), both
 quantizers with the same initial codes, and times side by side in one run, per training step of
 ``--rows`` rows: the quantizers alone (assignment, codes, commitment losses, EMA update and dead-code
 check: what the library did per call), then a whole training step of the model (forward of every level
@@ -44,15 +44,14 @@ def main() -> None:
     E, L, B = spec.n_encoders, spec.latent_dim, args.rows
     g = torch.Generator().manual_seed(0)
 
-    batched = StreamQuantizer(L, spec.level_widths, spec.encoder_codebook_sizes, spec.ema_decay,
-                              spec.commitment_weight).train()
+    batched = StreamQuantizer(L, spec.encoder_codebook_sizes, spec.ema_decay, spec.commitment_weight).train()
     library = []
     for e, sizes in enumerate(spec.encoder_codebook_sizes):
         layers = []
-        for lv, (w, k) in enumerate(zip(spec.level_widths, sizes, strict=True)):
-            codes = torch.randn(k, w, generator=g)
+        for lv, k in enumerate(sizes):
+            codes = torch.randn(k, L, generator=g)
             batched.levels[lv].set_codes(e, codes, torch.full((k,), B / k))
-            vq = VectorQuantize(dim=w, codebook_size=k, decay=spec.ema_decay, commitment_weight=spec.commitment_weight,
+            vq = VectorQuantize(dim=L, codebook_size=k, decay=spec.ema_decay, commitment_weight=spec.commitment_weight,
                                 kmeans_init=False, threshold_ema_dead_code=0.5 * B / k).train()
             vq._codebook.embed.data.copy_(codes[None])
             layers.append(vq)
@@ -62,9 +61,9 @@ def main() -> None:
     def library_step():
         for e, layers in enumerate(library):
             residual = z[e]
-            for w, vq in zip(spec.level_widths, layers, strict=True):
-                q, _, _ = vq(residual[:, None, :w])
-                residual = residual - torch.nn.functional.pad(q[:, 0].detach(), (0, L - w))
+            for vq in layers:
+                q, _, _ = vq(residual[:, None, :])
+                residual = residual - q[:, 0].detach()
 
     lib_ms = per_call_ms(library_step, args.repeats)
     ours_ms = per_call_ms(lambda: batched(z), args.repeats)
@@ -85,7 +84,7 @@ def main() -> None:
         opt.step()
 
     step_ms = per_call_ms(train_step, args.repeats)
-    print(f"{E} streams, level widths {list(spec.level_widths)}, {B} rows, {args.threads} thread(s)")
+    print(f"{E} streams of {L} dimensions, {B} rows, {args.threads} thread(s)")
     print(f"quantizers, one step: vector-quantize-pytorch {lib_ms:.1f} ms ({3 * E} calls), batched {ours_ms:.1f} ms:"
           f" {lib_ms / ours_ms:.1f}x")
     print(f"training step of the model (batched quantizer): {step_ms:.1f} ms")

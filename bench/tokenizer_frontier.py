@@ -196,7 +196,7 @@ def tables(result: dict) -> list[str]:
 
 def setting_label(t: dict) -> str:
     """A tokenizer's model settings that set its size (the keys its config has)."""
-    keys = ("tokens", "streams", "components_per_level", "latent_dim")  # "streams": tokenizers of format 4
+    keys = ("tokens", "streams", "components_per_level", "components_per_stream", "latent_dim")  # formats 4, 5-7, 8
     return ", ".join(f"{k} {'/'.join(map(str, v)) if isinstance(v, list) else v}" for k in keys
                      if (v := t["model"].get(k)) is not None)
 

@@ -78,7 +78,7 @@ def test_quickstart_like_run_prints_spinlock_lines_only(tmp_path):
         "tokenizer.validation_fraction": 0.2,
         "tokenizer.categories.min_categories": 2,
         "tokenizer.model.latent_dim": 8,
-        "tokenizer.model.components_per_level": "[4, 2, 2]",
+        "tokenizer.model.components_per_stream": 4,
         "tokenizer.model.hidden_dim": 32,
         "tokenizer.model.ic_resolution": 8,
         "tokenizer.model.codebook_sizes": "[8, 16, 16]",

@@ -33,6 +33,14 @@ def test_unknown_top_level_section():
         config_from_dict({"simulaton": {}})
 
 
+def test_a_replaced_tokenizer_key_says_what_replaced_it():
+    """A run written before tokenizer format 8 has components_per_level in its config.yaml."""
+    with pytest.raises(ConfigError, match="components_per_level was replaced by components_per_stream"):
+        tiny_config(**{"tokenizer.model.components_per_level": "[4, 2, 3]"})
+    with pytest.raises(ConfigError, match=r"components_per_stream \(9\) must be <= latent_dim \(8\)"):
+        tiny_config(**{"tokenizer.model.components_per_stream": 9})
+
+
 def test_out_of_range_value_is_reported_with_value():
     with pytest.raises(ConfigError, match=r"simulation.steps: .*greater than or equal to 1 \(got 0\)"):
         tiny_config(**{"simulation.steps": 0})

@@ -68,7 +68,7 @@ def test_dead_code_thresholds_are_relative_to_the_step():
         assert float(level.cluster_size[0].sum()) == pytest.approx(32.0, rel=1e-4)
     # PCA-initialised category streams replace no codes; the IC stream (random initialisation) does
     pca = build_model(ModelSpec(((0, 1, 2, 3),), 4, 0, 0, 2, 8, latent_dim=4, hidden_dim=16, codebook_sizes=(4, 8, 16),
-                                dead_code_threshold=0.5, level_components=(2, 1, 1)), 0)
+                                dead_code_threshold=0.5, stream_components=2), 0)
     pca.set_step_rows(64)
     assert [lv.dead_threshold.tolist() for lv in pca.quantizer.levels] == [[0.0, 8.0], [0.0, 4.0], [0.0, 2.0]]
 

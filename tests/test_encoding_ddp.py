@@ -17,10 +17,10 @@ from spinlock.encoding.model import ModelSpec
 from spinlock.encoding.training import TrainSettings, build_model, train_model
 
 
-def _train(rank: int, out: str, level_components: tuple[int, int, int]) -> None:
+def _train(rank: int, out: str, stream_components: int) -> None:
     spec = ModelSpec((tuple(range(5)), tuple(range(5, 10))), 10, 0, 0, 0, 8, latent_dim=4, hidden_dim=16,
                      codebook_sizes=(4, 8, 8), encoder_names=("a", "b"), dead_code_threshold=1.0,
-                     level_components=level_components)  # PCA: each rank's PCA and k-means differ
+                     stream_components=stream_components)  # PCA: each rank's PCA and k-means differ
     model = build_model(spec, 0)
     replaced = []  # codes replaced per step and level
     for level in model.quantizer.levels:
@@ -41,7 +41,7 @@ def _train(rank: int, out: str, level_components: tuple[int, int, int]) -> None:
     torch.save({"model": state.model_state, "replaced": sum(replaced)}, os.path.join(out, f"rank{rank}.pt"))
 
 
-def _worker(rank: int, world: int, port: int, out: str, level_components: tuple[int, int, int]) -> None:
+def _worker(rank: int, world: int, port: int, out: str, stream_components: int) -> None:
     # a rank still running after 100 s prints every thread's stack and exits: a hang fails the test
     faulthandler.dump_traceback_later(100, exit=True, file=sys.stderr)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
@@ -53,7 +53,7 @@ def _worker(rank: int, world: int, port: int, out: str, level_components: tuple[
         # reference, whose destructor (run with the GIL) waits for gloo's worker thread while that thread
         # waits for the GIL to free a finished broadcast's tensor: this test hung so in 1 of 8 runs here
         # and in CI; a bare DDP + broadcast script hung within 2 of 150 iterations, and 0 of 300 in this order.
-        _train(rank, out, level_components)
+        _train(rank, out, stream_components)
         dist.barrier()  # every collective of both ranks done before the group goes
     finally:
         dist.destroy_process_group()
@@ -66,14 +66,14 @@ def _worker(rank: int, world: int, port: int, out: str, level_components: tuple[
     os._exit(0)
 
 
-@pytest.mark.parametrize("level_components", [(2, 1, 1), (0, 0, 0)], ids=["pca", "dead-code-replacement"])
-def test_codebooks_and_weights_stay_identical_across_ranks(tmp_path, level_components):
+@pytest.mark.parametrize("stream_components", [2, 0], ids=["pca", "dead-code-replacement"])
+def test_codebooks_and_weights_stay_identical_across_ranks(tmp_path, stream_components):
     """PCA-initialised streams: rank 0's initialisation is broadcast. Random-initialised ones replace dead
     codes (the PCA ones do not): all-reduced counts agree on which, rank 0 draws the replacements."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.start_processes(_worker, args=(2, port, str(tmp_path), level_components), nprocs=2, join=False,
+    ctx = mp.start_processes(_worker, args=(2, port, str(tmp_path), stream_components), nprocs=2, join=False,
                              start_method="spawn")
     deadline = time.monotonic() + 150
     while not ctx.join(timeout=1):
@@ -84,7 +84,7 @@ def test_codebooks_and_weights_stay_identical_across_ranks(tmp_path, level_compo
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert a["replaced"] == b["replaced"]
-    assert (a["replaced"] > 0) == (level_components == (0, 0, 0))
+    assert (a["replaced"] > 0) == (stream_components == 0)
     a, b = a["model"], b["model"]
     assert a.keys() == b.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []

@@ -16,7 +16,7 @@ from spinlock.encoding.icfields import ICReader
 from spinlock.encoding.metrics import evaluate
 from spinlock.encoding.model import LEVELS, ModelSpec, scale_codebook_sizes, stream_names
 from spinlock.encoding.quantizer import kmeans
-from spinlock.encoding.rates import allocate_tokens, band_components, stream_sizes, tokens_per_category
+from spinlock.encoding.rates import allocate_tokens, stream_components, stream_sizes, tokens_per_level
 from spinlock.encoding.schema import FeatureSchema
 from spinlock.encoding.split import Split
 from spinlock.encoding.tokenizer import prepare_inputs
@@ -124,84 +124,88 @@ def test_ic_statistics_are_standardised_by_the_init_rows(data):
 
 
 def test_tokens_go_where_their_codes_explain_most_variance():
-    """Level by level, each token goes to the category whose next token there explains most: a 256-code
-    token over 4 equal components leaves 2^(-16/4) = 1/16 of them, so A's first coarse token explains
-    40·15/16 = 37.5, B's 30, A's second 18.75; A's first medium token refines its coarse code (2.5 left)
-    and adds components 4-7 (20): ~20.1, more than B's (2 left + 12 new, 2-D: 13.8)."""
-    sizes, per_level = (256, 256, 256), (4, 4, 4)
-    assert allocate_tokens(SPECTRA, (2, 1, 0), per_level, sizes, [None] * 3) == [[1, 1, 0], [1, 0, 0], [0, 0, 0]]
-    assert allocate_tokens(SPECTRA, (3, 0, 0), per_level, sizes, [None] * 3) == [[2, 0, 0], [1, 0, 0], [0, 0, 0]]
-    # a discrete category (3 values, variance 3) is explained by one token, taken where it ranks: after A's
-    # three coarse tokens (37.5, 18.75, 3.75) and B's two (30, 11.95), so at level 2 here, and only once
+    """Level by level, each token goes to the candidate that explains most: a category's next stream (4
+    more components) or a finer code of one of its coarser streams. A 256-code token over 4 equal components
+    leaves 2^(-16/4) = 1/16 of them, so A's first stream explains 40·15/16 = 37.5, B's 30, A's second 18.75,
+    B's second (2-D: 1/256 left) 11.95, A's third 3.75; a medium code of A's first stream explains
+    2.5·15/16 = 2.34, less than A's second stream."""
+    sizes, p = (256, 256, 256), 4
+    T, F = True, False
+    assert allocate_tokens(SPECTRA, (2, 1, 0), p, sizes, [None] * 3) == [[(T, F, F), (F, T, F)], [(T, F, F)], []]
+    assert allocate_tokens(SPECTRA, (3, 0, 0), p, sizes, [None] * 3) == [[(T, F, F), (T, F, F)], [(T, F, F)], []]
+    # once A's three streams are open, its fine tokens refine: the first stream's (2.34) before the
+    # second's (1.17), so the first skips the medium level
+    assert allocate_tokens(SPECTRA[:1], (1, 1, 2), p, sizes, [None]) == [[(T, F, T), (F, T, F), (F, F, T)]]
+    # a discrete category (3 values, variance 3) is explained by one token, taken where it ranks: after the
+    # five coarse streams (the last 3.75), first at level 2 (before A's and B's refinements, 2.34 and less);
+    # its stream is never refined, and the budget is not spent where nothing is left to explain
     discrete = [SPECTRA[0], SPECTRA[1], np.array([3.0, 0.0])]
-    assert allocate_tokens(discrete, (5, 9, 0), per_level, sizes, [None, None, 3.0]) == [[3, 3, 0], [2, 2, 0],
-                                                                                         [0, 1, 0]]
-    # the budget is not spent on components without variance
-    assert allocate_tokens(SPECTRA, (50, 0, 0), per_level, sizes, [None] * 3) == [[3, 0, 0], [2, 0, 0], [1, 0, 0]]
+    assert allocate_tokens(discrete, (5, 9, 0), p, sizes, [None, None, 3.0]) == [
+        [(T, T, F)] * 3, [(T, T, F)] * 2, [(F, T, F)]]
+    # components without variance get no stream
+    assert allocate_tokens(SPECTRA, (50, 0, 0), p, sizes, [None] * 3) == [[(T, F, F)] * 3, [(T, F, F)] * 2,
+                                                                         [(T, F, F)]]
 
 
-def test_band_components_follow_the_coarser_levels_tokens():
-    """Level l's tokens take p_l components each, after those of the coarser levels' tokens; a stream
-    without a token at a level adds none there."""
-    bands = [band_components((2, 1, 3), j, (4, 2, 3), 17) for j in range(3)]
-    assert bands == [[[0, 1, 2, 3], [8, 9], [10, 11, 12]],
-                     [[4, 5, 6, 7], [], [13, 14, 15]],
-                     [[], [], [16]]]  # components 17 and 18 do not exist
-    assert tokens_per_category([(256, 256, 256), (256, 1, 256), (1, 1, 256), (3, 1, 1)], (3, 1)) == [[2, 1, 3],
-                                                                                                      [1, 0, 0]]
-    assert stream_sizes([2, 1, 3], (128, 256, 256), None) == [(128, 256, 256), (128, 1, 256), (1, 1, 256)]
-    assert stream_sizes([0, 1, 0], (128, 256, 256), 2.6) == [(1, 3, 1)]  # a discrete category's one token
-    assert stream_sizes([0, 0, 0], (128, 256, 256), None) == [(1, 1, 1)]
+def test_streams_hold_consecutive_components_and_one_code_where_they_have_no_token():
+    assert [stream_components(j, 4, 10) for j in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    T, F = True, False
+    patterns = [(T, F, T), (F, T, F), (F, F, T)]
+    assert tokens_per_level(patterns) == [1, 1, 2]
+    assert stream_sizes(patterns, (128, 256, 256), None) == [(128, 1, 256), (1, 256, 1), (1, 1, 256)]
+    assert stream_sizes([(F, T, F)], (128, 256, 256), 2.6) == [(1, 3, 1)]  # a discrete category's one token
+    assert stream_sizes([], (128, 256, 256), None) == [(1, 1, 1)]
 
 
-def test_levels_quantize_growing_prefixes_of_the_pca_code():
-    """Three features of standard deviation 3, 2, 1 (their own principal axes): level l of the one stream
-    adds component l (latent dimension l - 1), codes are zero beyond a level's width, and every level
-    lowers the error."""
+def test_levels_refine_the_pca_code_and_a_stream_opens_where_it_has_its_first_token():
+    """Three features of standard deviation 3, 2, 1 (their own principal axes), one stream holding all three
+    components: its linear part is the identity and every level lowers the error. Two streams of 2
+    components over five features (standard deviation 5 .. 1), the second with a fine token only: it
+    holds components 2 and 3, which the coarse and medium prefixes do not code (their one code is the mean)
+    and the fine level does."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 3, generator=g) * torch.tensor([3.0, 2.0, 1.0])
     spec = ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, hidden_dim=16, codebook_sizes=(8, 8, 8),
-                     level_components=(1, 1, 1))
-    assert spec.level_widths == (1, 2, 3)
+                     stream_components=3)
     model = build_model(spec, 0)
     with torch.no_grad():
         model.initialize_codebooks(x, None, None)
     assert torch.allclose(model.category_linear[0].weight.abs(), torch.eye(3), atol=0.05)
     idx, _ = model.encode(x, None, None)
-    codes = model.quantizer.codes(idx)[:, 0]  # [3, B, 3]: stream 0's codes per level
-    assert not codes[0][:, 1:].any() and not codes[1][:, 2:].any() and codes[2][:, 2].any()
     errors = [float(torch.mean((model.decode_indices(idx, lv)[0] - x) ** 2)) for lv in (1, 2, 3)]
     assert errors[0] > errors[1] > errors[2], errors
-    assert errors[0] < 2.0  # components 2 and 3 not coded yet: (4 + 1) / 3; 8 codes leave little of the first
-    with pytest.raises(ValueError, match="level_components"):
-        ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, level_components=(2, 1, 1))  # 4 > latent_dim
-    with pytest.raises(ValueError, match="level_components"):
-        ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, level_components=(0, 1, 1))
+    assert errors[0] < 14 / 3 * 0.5  # 8 codes of the 3-D latent leave less than half of its variance
+    with pytest.raises(ValueError, match="stream_components"):
+        ModelSpec(((0, 1, 2),), 3, 0, 0, 0, 8, latent_dim=3, stream_components=4)
     assert ModelSpec.from_json(spec.to_json()) == spec
-    # a second stream with a fine token only: its level-3 dimension takes the next component (3), after
-    # the coarse, medium and fine components of stream 0 (0, 1, 2)
     x5 = torch.randn(600, 5, generator=g) * torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
     two = ModelSpec(((0, 1, 2, 3, 4),), 5, 0, 0, 0, 8, latent_dim=3, hidden_dim=16, codebook_sizes=(8, 8, 8),
-                    category_streams=(2,), encoder_codebook_sizes=((8, 8, 8), (1, 1, 8)), level_components=(1, 1, 1))
+                    category_streams=(2,), encoder_codebook_sizes=((8, 8, 8), (1, 1, 8)), stream_components=2)
     model = build_model(two, 0)
     with torch.no_grad():
         model.initialize_codebooks(x5, None, None)
     rows = model.category_linear[0].weight.abs()  # [2 streams x 3 dims, 5 features]
-    assert torch.allclose(rows[:3], torch.eye(5)[:3], atol=0.1) and torch.allclose(rows[5], torch.eye(5)[3], atol=0.1)
-    assert not rows[3:5].any()  # stream 1 has no coarse or medium token, so no components there
+    assert torch.allclose(rows[:2], torch.eye(5)[:2], atol=0.1) and torch.allclose(rows[3:5], torch.eye(5)[2:4],
+                                                                                    atol=0.1)
+    assert not rows[2].any() and not rows[5].any()  # the encoder MLP's own dimension of each stream
+    idx, _ = model.encode(x5, None, None)
+    per_feature = [torch.mean((model.decode_indices(idx, lv)[0] - x5) ** 2, dim=0) for lv in (1, 2, 3)]
+    for lv in (0, 1):  # components 2 and 3 at their mean: their whole variance (9 and 4) is left
+        torch.testing.assert_close(per_feature[lv][2:4], torch.tensor([9.0, 4.0]), rtol=0.15, atol=0)
+    assert bool((per_feature[2][2:4] < 0.5 * torch.tensor([9.0, 4.0])).all())
 
 
 def test_the_temporal_stream_starts_from_the_curves_pca():
     """Curves [n, 4 steps, 1 feature] whose flattened vectors have standard deviation 3, 2, 1, 0.01 along the
-    four steps: the temporal stream's linear part maps latent dimensions 0, 1, 2 (one new component per
-    level) to steps 0, 1, 2 and the curves' head maps them back, so the untrained model reconstructs the
-    curves from the unquantized latent up to the dropped step, and its coarse code already explains
-    most of their variance."""
+    four steps: the temporal stream's linear part maps all its latent dimensions (0, 1, 2) to steps 0, 1, 2
+    and the curves' head maps them back, so the untrained model reconstructs the curves from the
+    unquantized latent up to the dropped step, and its coarse code already explains most of their
+    variance."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 2, generator=g)
     t = (torch.randn(600, 4, generator=g) * torch.tensor([3.0, 2.0, 1.0, 0.01]) + 5.0)[:, :, None]
     spec = ModelSpec(((0, 1),), 2, 1, 4, 0, 8, latent_dim=3, hidden_dim=16, codebook_sizes=(8, 8, 8),
-                     level_components=(1, 1, 1))
+                     stream_components=1)
     model = build_model(spec, 0)
     with torch.no_grad():
         model.initialize_codebooks(x, t, None)

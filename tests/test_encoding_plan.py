@@ -44,12 +44,12 @@ def test_plan_sizes_streams_and_codebooks_to_the_sample():
     levels = (256, 256, 256)
     # 30 and 3 distinguishable inputs: one token of that many codes; the IC stream has one coarse token
     assert spec.encoder_codebook_sizes == ((30, 1, 1), levels, levels, levels, (3, 1, 1), levels, (256, 1, 1))
-    assert spec.level_components == (4, 2, 3) and spec.level_widths == (7, 9, 12)
+    assert spec.stream_components == 4
     assert (spec.n_features, spec.temporal_features, spec.temporal_length) == (14, 2, 16)
     assert (spec.ic_channels, spec.ic_resolution) == (3, 8)
     assert spec.category_columns == ((0,), tuple(range(1, 13)), (13,))
     assert plan == {"configured": [256, 256, 256], "init_rows": 3000, "rows_per_code": 8, "code_resolution": 0.05,
-                    "tokens": [24, 48, 96], "components_per_level": [4, 2, 3],
+                    "tokens": [24, 48, 96], "components_per_stream": 4,
                     "category_tokens": {"c00_cont": [1, 0, 0], "c01_wide": [3, 3, 3], "c02_discrete": [1, 0, 0]},
                     "category_streams": {"c00_cont": 1, "c01_wide": 3, "c02_discrete": 1},
                     "effective_inputs": {"c00_cont": 30.0, "c01_wide": 3000.0, "c02_discrete": 3.0}}
@@ -70,8 +70,11 @@ def test_plan_spends_the_token_budget_of_each_prefix():
     assert plan["category_tokens"] == {"c00_wide": [3, 3, 5]}  # 5 - 2, 4 - 1, 6 - 1
     positions = np.array(spec.encoder_codebook_sizes) > 1
     assert [int(positions[:, :lv + 1].sum()) for lv in range(3)] == [5, 9, 15]
-    # five streams: two start at level 3 with that level's next components
-    assert spec.encoder_codebook_sizes[:5] == ((128, 128, 128),) * 3 + ((1, 1, 128),) * 2  # 2000 rows: K 128
+    # variance falls slowly, so a new stream (4 more components) explains more than a finer code of an open
+    # one at level 2; at level 3 the three next streams come first, then the residuals of the two largest
+    # coarse streams (2^(-14/4) of their variance with K = 128, for 2000 rows)
+    K = 128
+    assert spec.encoder_codebook_sizes[:9] == ((K, 1, K),) * 2 + ((K, 1, 1),) + ((1, K, 1),) * 3 + ((1, 1, K),) * 3
 
 
 def test_plan_without_temporal_curves_or_rows():

@@ -74,23 +74,25 @@ def test_dead_codes_take_latents_of_the_step():
     assert not any(torch.equal(c, r) for c in level.embed[0] for r in z[0])
 
 
-def test_stream_quantizer_levels_code_growing_prefixes():
-    sq = StreamQuantizer(4, (1, 2, 4), [(3, 2, 2), (2, 1, 2)], decay=0.9, commitment_weight=0.25)
+def test_stream_quantizer_levels_code_what_the_coarser_ones_left():
+    sq = StreamQuantizer(4, [(3, 2, 2), (2, 1, 2)], decay=0.9, commitment_weight=0.25)
     g = torch.Generator().manual_seed(0)
-    for lv, level in enumerate(sq.levels):
+    for level in sq.levels:
         for e in range(2):
             k = int(level.sizes[e])
-            level.set_codes(e, torch.randn(k, sq.widths[lv], generator=g), torch.ones(k))
+            level.set_codes(e, torch.randn(k, 4, generator=g), torch.ones(k))
     sq.eval()
     z = torch.randn(2, 8, 4, generator=g)
     codes, idx, commit = sq(z)
     assert codes.shape == (3, 2, 8, 4) and idx.shape == (8, 2, 3) and commit.shape == (3, 2)
-    assert not codes[0][..., 1:].any() and not codes[1][..., 2:].any()
     torch.testing.assert_close(sq.codes(idx), codes)
-    # level 2 codes what level 1 left of the first two dimensions
-    left = z[..., :2] - codes[0][..., :2]
+    assert not idx[:, 1, 1].any()  # stream 1's one medium code: every row takes it
+    # level 2 codes what level 1 left, by the nearest of each stream's own codes
+    left = z - codes[0]
     best = ((left[:, :, None, :] - sq.levels[1].embed[:, None, :, :]) ** 2).sum(-1)
     best = best.masked_fill(~sq.levels[1].valid[:, None, :], float("inf")).argmin(-1)
     assert torch.equal(idx[:, :, 1].T, best)
-    with pytest.raises(ValueError, match="widths"):
-        StreamQuantizer(4, (2, 1, 4), [(2, 2, 2)], decay=0.9, commitment_weight=0.25)
+    # commitment: 0.25 x the mean squared distance of what reaches a level to its code
+    torch.testing.assert_close(commit[1], 0.25 * ((left - codes[1]) ** 2).mean(dim=(1, 2)))
+    with pytest.raises(ValueError, match="same number of codebook sizes"):
+        StreamQuantizer(4, [(2, 2, 2), (2, 2)], decay=0.9, commitment_weight=0.25)

@@ -66,7 +66,7 @@ SETTINGS = {
     # a fast tokenizer (as in test_remote_run.py), checkpointed after every epoch
     "tokenizer.validation_fraction": 0.2,
     "tokenizer.model.latent_dim": 4,
-    "tokenizer.model.components_per_level": "[2, 1, 1]",
+    "tokenizer.model.components_per_stream": 2,
     "tokenizer.model.hidden_dim": 16,
     "tokenizer.model.ic_resolution": 8,
     "tokenizer.model.codebook_sizes": "[4, 4, 4]",

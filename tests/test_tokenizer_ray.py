@@ -32,7 +32,7 @@ TINY = {
     # code_resolution 2: the planted groups resolve into few cells, so most are discrete: one token, their
     # other levels one code (not positions)
     "model": {"latent_dim": 8, "hidden_dim": 32, "ic_resolution": 8, "codebook_sizes": [8, 16, 16],
-              "code_resolution": 2.0, "tokens": [8, 16, 24], "components_per_level": [4, 2, 2]},
+              "code_resolution": 2.0, "tokens": [8, 16, 24], "components_per_stream": 4},
     # checkpoint_seconds 0: a checkpoint every epoch, so the fault at epoch 1 resumes from epoch 0
     "training": {"epochs": 3, "batch_size": 32, "max_failures": 1, "num_workers": 1, "checkpoint_seconds": 0},
 }

@@ -10,7 +10,7 @@ no columns).
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -37,15 +37,8 @@ class SensitivityConfig(Strict):
     large_epsilon: float = Field(0.1, gt=0.0, le=10.0)
     """Size of the large perturbation; log10 of its gain over the small one is ``nonlinearity``."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "stride" in data:
-            raise ValueError(
-                "stride was replaced by probes (a count of probe steps spread over the run; default 4):"
-                " remove features.sensitivity.stride"
-            )
-        return data
+    replaced = {"stride": "stride was replaced by probes (a count of probe steps spread over the run; default 4):"
+                       " remove features.sensitivity.stride"}
 
     @model_validator(mode="after")
     def _order(self) -> SensitivityConfig:

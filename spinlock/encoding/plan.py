@@ -15,7 +15,7 @@ import numpy as np
 from spinlock.config.tokenizer import ModelConfig, TokenizerConfig
 from spinlock.encoding.layout import TokenLayout
 from spinlock.encoding.model import ModelSpec, effective_inputs, scale_codebook_sizes, stream_names
-from spinlock.encoding.rates import allocate_tokens, category_variances, stream_sizes
+from spinlock.encoding.rates import allocate_tokens, category_variances, stream_sizes, tokens_per_level
 from spinlock.encoding.training import TrainSettings
 from spinlock.storage.layout import SCALAR_FAMILIES
 
@@ -32,9 +32,10 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
     Level sizes: ``scale_codebook_sizes(codebook_sizes, n, rows_per_code)``. Tokens: ``model.tokens`` per
     level prefix; the temporal stream takes one per level and the IC stream one coarse token, the
     categories the rest, allocated by ``allocate_tokens`` over the variance of each category's principal
-    components in the sample. A category whose effective inputs in the sample (``effective_inputs``) are
-    at most the level-1 codes is discrete: one token of ``ceil(effective)`` codes explains it. Without
-    rows nothing is measured: one stream per category with a token at every level. Returns the spec and a
+    components in the sample (which streams, with a token at which levels). A category whose effective
+    inputs in the sample (``effective_inputs``) are at most the level-1 codes is discrete: one token of
+    ``ceil(effective)`` codes explains it. Without rows nothing is measured: one stream per category with
+    a token at every level. Returns the spec and a
     JSON-able dict of those numbers (``summary.json`` → ``codebook_plan``).
     """
     if sample.ndim != 2:
@@ -50,12 +51,13 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
     prefix = [m.tokens[0], m.tokens[1] - m.tokens[0], m.tokens[2] - m.tokens[1]]
     budgets = [max(0, b - sum(o[lv] for o in other)) for lv, b in enumerate(prefix)]
     if init_rows >= 2:
-        tokens = allocate_tokens(category_variances(sample, [c.columns for c in categories]), budgets,
-                                 m.components_per_level, levels, effective)
+        patterns = allocate_tokens(category_variances(sample, [c.columns for c in categories]), budgets,
+                                   m.components_per_stream, levels, effective)
     else:
-        tokens = [[1, 1, 1] for _ in categories]
-    sizes = [k for t, e in zip(tokens, effective, strict=True) for k in stream_sizes(t, levels, e)]
-    streams = [max(1, *t) for t in tokens]
+        patterns = [[(True, True, True)] for _ in categories]
+    per_category = [stream_sizes(p, levels, e) for p, e in zip(patterns, effective, strict=True)]
+    sizes = [k for s in per_category for k in s]
+    streams = [len(s) for s in per_category]
     names = (*stream_names([c.name for c in categories], streams), *(("temporal",) if temporal_features else ()),
              "ic")
     sizes += [tuple(k if t else 1 for k, t in zip(levels, o, strict=True)) for o in other]
@@ -76,12 +78,12 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
         encoder_names=names,
         encoder_codebook_sizes=tuple(sizes),
         category_streams=tuple(streams),
-        level_components=tuple(m.components_per_level),
+        stream_components=m.components_per_stream,
     )
     plan = {"configured": list(m.codebook_sizes), "init_rows": init_rows, "rows_per_code": m.rows_per_code,
             "code_resolution": m.code_resolution, "tokens": list(m.tokens),
-            "components_per_level": list(m.components_per_level),
-            "category_tokens": {c.name: t for c, t in zip(categories, tokens, strict=True)},
+            "components_per_stream": m.components_per_stream,
+            "category_tokens": {c.name: tokens_per_level(p) for c, p in zip(categories, patterns, strict=True)},
             "category_streams": {c.name: s for c, s in zip(categories, streams, strict=True)},
             "effective_inputs": {c.name: (round(e, 1) if e is not None else None)
                                  for c, e in zip(categories, measured, strict=True)}}
@@ -110,7 +112,7 @@ def codebook_message(spec: ModelSpec, plan: dict) -> str:
     per = plan["category_tokens"]
     counts = [sum(t[lv] for t in per.values()) for lv in range(3)]
     msg += (f"; tokens {plan['tokens']} at coarse/+medium/all, categories' per level {counts}"
-            f" ({plan['components_per_level']} new principal components per token): "
+            f" ({plan['components_per_stream']} principal components per stream): "
             + ", ".join(f"{n} {'/'.join(map(str, t))}" for n, t in per.items()))
     discrete = [f"{n} (~{e:.0f} inputs)" for n, e in plan["effective_inputs"].items()
                 if e is not None and e <= spec.codebook_sizes[0]]

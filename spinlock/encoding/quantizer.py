@@ -1,8 +1,8 @@
 """Vector quantization of every token stream at once: per level, one tensor of EMA codebooks for all streams.
 
-A token stream's latent [B, L] is quantized by three levels over growing prefixes of it
-(:class:`StreamQuantizer`); level l of *every* stream is one :class:`EMACodebooks`, [E, K, w] codes for E
-streams (K the largest codebook of the level; a stream with fewer codes has its extra slots masked).
+A token stream's latent [B, L] is quantized by three residual levels (:class:`StreamQuantizer`); level l of
+*every* stream is one :class:`EMACodebooks`, [E, K, L] codes for E streams (K the largest codebook of the
+level; a stream with fewer codes has its extra slots masked).
 
 Why not vector-quantize-pytorch (formats 2-6 used its ``VectorQuantize``, one module per stream and level):
 one call quantizes one latent, so a training step made 3 calls per stream, 159 on the quickstart (53
@@ -150,38 +150,29 @@ class EMACodebooks(nn.Module):
 
 
 class StreamQuantizer(nn.Module):
-    """Three levels of :class:`EMACodebooks` over growing prefixes of E latents [E, B, L]: level l quantizes
-    the first ``widths[l]`` dimensions of what the coarser levels left (dimensions beyond a coarser level's
-    width enter unquantized); stream e has ``sizes[e][l]`` codes at level l.
+    """Residual levels of :class:`EMACodebooks` over E latents [E, B, L]: level l quantizes what the coarser
+    levels left; stream e has ``sizes[e][l]`` codes at level l (one: the level has no token and its code is
+    the mean of what reaches it).
 
-    Why growing prefixes and not a residual of the whole latent at every level: a third residual level of
-    the same 4 components added < 0.01 validation R², while a level that also codes new components buys new
-    variance with every token, as reverse water-filling would (docs/tokenizer.md, "Frontier").
+    Which stream has a token at which level, and so which levels refine and which open new components, is
+    the rate allocation's choice (:mod:`spinlock.encoding.rates`).
     """
 
-    def __init__(self, dim: int, widths: Sequence[int], sizes: Sequence[Sequence[int]], decay: float,
-                 commitment_weight: float):
+    def __init__(self, dim: int, sizes: Sequence[Sequence[int]], decay: float, commitment_weight: float):
         super().__init__()
-        levels = len(widths)
-        if list(widths) != sorted(widths) or widths[0] < 1 or widths[-1] != dim:
-            raise ValueError(f"widths must grow from >= 1 to dim = {dim}, one per level; got {list(widths)}")
-        if any(len(s) != levels for s in sizes):
-            raise ValueError(f"every stream needs {levels} codebook sizes, got {[list(s) for s in sizes]}")
-        self.dim, self.widths = dim, tuple(widths)
-        # [levels, 1, 1, L]: the dimensions each prefix of the levels quantizes. A prefix's code is 0 beyond
-        # them whatever z is, so the straight-through gradient must not reach z there.
-        self.register_buffer("coded", (torch.arange(dim)[None, :] < torch.tensor(widths)[:, None])[:, None, None],
-                             persistent=False)
-        self.levels = nn.ModuleList(EMACodebooks([s[lv] for s in sizes], w, decay, commitment_weight)
-                                    for lv, w in enumerate(widths))
+        levels = {len(s) for s in sizes}
+        if len(levels) != 1:
+            raise ValueError(f"every stream needs the same number of codebook sizes, got {[list(s) for s in sizes]}")
+        self.dim = dim
+        self.levels = nn.ModuleList(EMACodebooks([s[lv] for s in sizes], dim, decay, commitment_weight)
+                                    for lv in range(levels.pop()))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """z [E, B, L] → (each level's codes [levels, E, B, L], zero beyond its width and without gradient;
-        indices [B, E, levels]; commitment losses [levels, E])."""
+        """z [E, B, L] → (each level's codes [levels, E, B, L], without gradient; indices [B, E, levels];
+        commitment losses [levels, E])."""
         residual, codes, idx, losses = z, [], [], []
-        for w, level in zip(self.widths, self.levels, strict=True):
-            q, i, loss = level(residual[..., :w])
-            q = F.pad(q, (0, self.dim - w))
+        for level in self.levels:
+            q, i, loss = level(residual)
             residual = residual - q
             codes.append(q)
             idx.append(i)
@@ -189,6 +180,5 @@ class StreamQuantizer(nn.Module):
         return torch.stack(codes), torch.stack(idx, dim=-1).transpose(0, 1), torch.stack(losses)
 
     def codes(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices [B, E, levels] → each level's codes [levels, E, B, L] (zero beyond the level's width)."""
-        return torch.stack([F.pad(level.lookup(indices[:, :, lv].T), (0, self.dim - w))
-                            for lv, (w, level) in enumerate(zip(self.widths, self.levels, strict=True))])
+        """indices [B, E, levels] → each level's codes [levels, E, B, L]."""
+        return torch.stack([level.lookup(indices[:, :, lv].T) for lv, level in enumerate(self.levels)])

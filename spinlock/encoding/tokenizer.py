@@ -36,10 +36,11 @@ from spinlock.encoding.training import build_model
 from spinlock.errors import DataError
 from spinlock.storage.layout import CATEGORIES_FILE, CLEANING_FILE, META_FILE, MODEL_FILE
 
-TOKENIZER_FORMAT = 7  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
+TOKENIZER_FORMAT = 8  # 2: token streams, output heads read the latents too; 3: token layout (informative only);
 # 4: linear (PCA-initialised) part of the category encoders, IC-statistics head; 5: levels quantize growing
 # prefixes of the latent (LevelQuantizer), tokens allocated per level; 6: PCA-initialised linear part of the
-# temporal encoder; 7: one batched quantizer for all streams (StreamQuantizer, state quantizer.levels.*)
+# temporal encoder; 7: one batched quantizer for all streams (StreamQuantizer, state quantizer.levels.*);
+# 8: residual levels over the whole latent, streams that open at any level (ModelSpec.stream_components)
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ class Tokenizer:
         meta = json.loads((d / META_FILE).read_text())
         if meta.get("format") != TOKENIZER_FORMAT:
             raise DataError(f"{d}: tokenizer format {meta.get('format')} (this spinlock reads {TOKENIZER_FORMAT},"
-                            " whose quantizer codes all streams at once: fit it again with 'spinlock tokenize')")
+                            " whose token streams open at any level and refine at the finer ones: fit it again with"
+                            " 'spinlock tokenize')")
         cleaner = FeatureCleaner.load(d / CLEANING_FILE)
         if cleaner.schema.to_json() != {k: meta["input"][k] for k in ("scalar", "temporal", "temporal_length")}:
             raise DataError(f"{d}: {CLEANING_FILE} and {META_FILE} disagree on the input feature names")
