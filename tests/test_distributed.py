@@ -107,6 +107,35 @@ def test_killed_actor_shard_is_retried(reference, orders, tmp_path):
     assert_same(reference, path)
 
 
+def test_ctrl_c_is_recorded_and_raised_at_the_loops_next_turn():
+    """The pool's SIGINT handler records a first Ctrl-C (the loop raises it at its next turn), raises at a
+    second, and gives the default handler back."""
+    from spinlock.distributed.scheduler import CtrlC
+
+    ctrl_c = CtrlC()
+    ctrl_c.install()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs at the next bytecode boundary: it must not raise
+        assert ctrl_c.hit
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        ctrl_c.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    untouched = CtrlC()  # not over a handler of the caller's own
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        untouched.install()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        untouched.restore()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_interrupted_driver_resumes(local_ray, tmp_path):
     """Ctrl-C on `spinlock generate` with its own embedded Ray, then the same command again."""
     from spinlock.distributed.driver import GenerationRun, generate

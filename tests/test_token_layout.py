@@ -173,7 +173,7 @@ def test_tokenizer_emits_its_layout_and_a_saved_one_gives_the_same(small_tokeniz
     assert np.array_equal(loaded.encode(batch, ic).tokens, out.tokens[:, keep])
     meta["format"] = 4  # residual levels of one latent: its weights mean something else now
     (tmp_path / "tok" / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(DataError, match="tokenizer format 4 .*reads 7.*spinlock tokenize"):
+    with pytest.raises(DataError, match="tokenizer format 4 .*reads 8.*spinlock tokenize"):
         Tokenizer.load(tmp_path / "tok")
 
 
