@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 
 import h5py
 import numpy as np
@@ -54,9 +55,12 @@ def tokenized(ray_local, tmp_path_factory):
     run = write_synthetic_run(tmp / "run", n_operators=160, n_shards=2, seed=11, tokenizer=TINY)
     order = tmp / "fail-epoch-1"
     order.touch()
+    sigint = signal.getsignal(signal.SIGINT)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train, "train_loop_per_worker", failing_train_loop(order, epoch=1))
         assert main(["tokenize", str(run.out)]) == 0
+    # Ray Train's fit installs a SIGINT handler (abort its controller) and leaves it; the stage puts ours back
+    assert signal.getsignal(signal.SIGINT) is sigint
     assert not order.exists() and order.with_name(order.name + ".taken").exists()  # the fault really fired
     with h5py.File(run.out / "dataset.h5", "r") as f:
         tokens = f["tokens"][()]

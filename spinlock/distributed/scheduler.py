@@ -13,8 +13,6 @@ while every other shard still completes.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,41 +32,6 @@ from spinlock.storage.layout import shard_name
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the driver refreshes per-operator progress (one tiny RPC per busy actor)
-
-
-class CtrlC:
-    """Ctrl-C (SIGINT) while the pool runs, acted on at the loop's next turn (within ``POLL_S``) as a
-    ``KeyboardInterrupt``; a second one raises at once. Installed only over Python's default handler, in
-    the main thread (a user's own handler, a notebook's or a Ray job's, stays).
-
-    Why not the default handler: it raises wherever the main thread is when the signal is checked, which
-    can be inside Ray's wait; once, in a CI-like run under full load, a SIGINT sent while shards ran was
-    never acted on and the run completed (tests/test_distributed.py, interrupted driver). A handler that
-    only records the signal cannot be swallowed there.
-    """
-
-    def __init__(self) -> None:
-        self.hit = False
-        self._previous = None
-
-    def install(self) -> None:
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._record)
-
-    def _record(self, signum, frame) -> None:
-        if self.hit:
-            raise KeyboardInterrupt
-        self.hit = True
-
-    def check(self) -> None:
-        if self.hit:
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
 
 @dataclass
@@ -143,11 +106,8 @@ class ShardScheduler:
         shown: tuple[int, ...] = ()
         bar = tqdm(total=sum(s.stop - s.start for s in specs), unit="op", smoothing=0.1,
                    desc="generate", disable=not self.show_progress, dynamic_ncols=True)
-        ctrl_c = CtrlC()
-        ctrl_c.install()
         try:
             while queue or running:
-                ctrl_c.check()
                 while idle and queue:
                     slot, spec = idle.popleft(), queue.popleft()
                     self.busy[slot] = spec
@@ -197,7 +157,6 @@ class ShardScheduler:
                     bar.set_postfix_str(f"shards {already_done + state[1]}/{total_shards}"
                                         f" retries {state[2]} failed {state[3]}")
         finally:
-            ctrl_c.restore()
             bar.close()
             for actor in self.actors:
                 ray.kill(actor)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -162,10 +164,17 @@ def fit_vqvae(train: ray.data.Dataset, validation: ray.data.Dataset, spec: Model
                                   execution_options=ray.data.ExecutionOptions(preserve_order=True)),
     )
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(POLL_SECONDS))  # read by trainer.fit()
+    # trainer.fit() (Ray 2.60, main thread) installs a SIGINT handler that aborts its controller and leaves it
+    # installed: a later Ctrl-C (the report stage of `spinlock run`, a notebook) would call abort on a dead
+    # controller and exit with status 0 instead of stopping with KeyboardInterrupt
+    sigint = signal.getsignal(signal.SIGINT)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
         raise TrainingError(f"tokenizer training failed (run {name!r} under {storage_path}): {e}") from e
+    finally:
+        if sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)
     if getattr(result, "error", None) is not None:
         raise TrainingError(f"tokenizer training failed (run {name!r}): {result.error}")
     if result.checkpoint is None:

@@ -35,8 +35,8 @@ def plan_model(m: ModelConfig, categories: Sequence[DiscoveredCategory], sample:
     components in the sample (which streams, with a token at which levels). A category whose effective
     inputs in the sample (``effective_inputs``) are at most the level-1 codes is discrete: one token of
     ``ceil(effective)`` codes explains it. Without rows nothing is measured: one stream per category with
-    a token at every level. Returns the spec and a
-    JSON-able dict of those numbers (``summary.json`` → ``codebook_plan``).
+    a token at every level. Returns the spec and a JSON-able dict of those numbers (``summary.json`` →
+    ``codebook_plan``).
     """
     if sample.ndim != 2:
         raise ValueError(f"sample must be [rows, features], got shape {sample.shape}")
