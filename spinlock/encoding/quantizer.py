@@ -163,7 +163,6 @@ class StreamQuantizer(nn.Module):
         levels = {len(s) for s in sizes}
         if len(levels) != 1:
             raise ValueError(f"every stream needs the same number of codebook sizes, got {[list(s) for s in sizes]}")
-        self.dim = dim
         self.levels = nn.ModuleList(EMACodebooks([s[lv] for s in sizes], dim, decay, commitment_weight)
                                     for lv in range(levels.pop()))
 

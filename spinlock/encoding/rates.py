@@ -74,26 +74,32 @@ def allocate_tokens(variances: Sequence[np.ndarray], budgets: Sequence[int], com
     distinguishable inputs and at most ``level_sizes[0]`` of them, so one stream with one token explains all
     of its variance. Ties go to the lower category index, then to refining, then to the lower stream."""
     levels = len(budgets)
-    streams: list[list[list[bool]]] = [[] for _ in variances]
-    left: list[list[np.ndarray]] = [[] for _ in variances]  # per stream: the variances its codes left
-    floor = 1e-9 * sum(float(np.sum(v)) for v in variances)
+    spectra = [np.asarray(v, np.float64) for v in variances]
+    streams: list[list[list[bool]]] = [[] for _ in spectra]
+    left: list[list[np.ndarray]] = [[] for _ in spectra]  # per stream: the variances its codes left
+    floor = 1e-9 * sum(float(v.sum()) for v in spectra)
+
+    def band(c: int, j: int) -> np.ndarray:
+        return spectra[c][stream_components(j, components, len(spectra[c]))]
+
+    def explained(v: np.ndarray, lv: int) -> float:
+        return (1.0 - _code_share_left(v, level_sizes[lv])) * float(v.sum())
 
     def opening(c: int, lv: int) -> tuple[float, int, int, int] | None:
         """Heap entry of category c's next stream at level lv, None if it explains nothing."""
-        ev = np.asarray(variances[c], np.float64)
         if effective[c] is not None:
-            return (-float(ev.sum()), c, 1, 0) if not streams[c] and ev.sum() > floor else None
-        v = ev[stream_components(len(streams[c]), components, len(ev))]
+            total = float(spectra[c].sum())
+            return (-total, c, 1, 0) if not streams[c] and total > floor else None
+        v = band(c, len(streams[c]))
         if v.size == 0 or v.sum() <= floor:
             return None
-        return (-(1.0 - _code_share_left(v, level_sizes[lv])) * float(v.sum()), c, 1, len(streams[c]))
+        return (-explained(v, lv), c, 1, len(streams[c]))
 
     for lv in range(levels):
         heap = []
-        for c in range(len(variances)):
+        for c in range(len(spectra)):
             if effective[c] is None:
-                heap += [(-(1.0 - _code_share_left(w, level_sizes[lv])) * float(w.sum()), c, 0, j)
-                         for j, w in enumerate(left[c]) if w.sum() > floor]
+                heap += [(-explained(w, lv), c, 0, j) for j, w in enumerate(left[c]) if w.sum() > floor]
             entry = opening(c, lv)
             if entry is not None:
                 heap.append(entry)
@@ -104,9 +110,7 @@ def allocate_tokens(variances: Sequence[np.ndarray], budgets: Sequence[int], com
             _, c, new, j = heapq.heappop(heap)
             if new:
                 streams[c].append([False] * levels)
-                ev = np.asarray(variances[c], np.float64)
-                left[c].append(np.zeros(0) if effective[c] is not None
-                               else ev[stream_components(j, components, len(ev))])
+                left[c].append(np.zeros(0) if effective[c] is not None else band(c, j))
                 entry = opening(c, lv)
                 if entry is not None:
                     heapq.heappush(heap, entry)
